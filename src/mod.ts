@@ -1,1 +1,75 @@
-export const version = "0.1.0";
+/**
+ * florence-edge public library API. Everything a program (or the service) needs is exported here, and only here.
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import type { RuntimeEnvironment } from "./config.ts";
+import type { Engine } from "./engine/engine.ts";
+import { OnnxRuntimeEngine } from "./engine/onnxruntime/onnxruntime.ts";
+import { FlorenceError } from "./errors.ts";
+import { Florence2, type LoadOptions } from "./florence/florence2.ts";
+import { DEFAULT_HUB_MODEL, downloadModel, isHubId } from "./florence/hub.ts";
+import type { Precision } from "./florence/model_files.ts";
+
+export { FlorenceError, isFlorenceError, type ErrorCode } from "./errors.ts";
+export { Florence2, type GenerateOptions, type LoadOptions, type StageTimings, type TaskRequest, type TaskResult, type VisionFeatures } from "./florence/florence2.ts";
+export { postProcessGeneration, type PostProcessOptions } from "./florence/postprocess.ts";
+export { TASKS, constructPrompt } from "./florence/tasks.ts";
+export { Tokenizer } from "./florence/tokenizer.ts";
+export { decodeImage, type RgbImage } from "./florence/image.ts";
+export { pixelValues, parseImageProcessorConfig, type ImageProcessorConfig, type ResizeMode } from "./florence/preprocess.ts";
+export { resolveGenerationConfig, generate, type GenerationConfig } from "./florence/generate.ts";
+export { locateModelFiles, PRECISIONS, type ModelFiles, type Precision } from "./florence/model_files.ts";
+export { DEFAULT_HUB_MODEL, downloadModel } from "./florence/hub.ts";
+export { OnnxRuntimeEngine } from "./engine/onnxruntime/onnxruntime.ts";
+export type { Engine, Graph, Tensor } from "./engine/engine.ts";
+export { readEnvironment, type RuntimeEnvironment } from "./config.ts";
+
+export type BackendChoice = "auto" | "onnxruntime" | "tensorrt";
+
+export interface OpenOptions extends Omit<LoadOptions, "engine"> {
+  env: RuntimeEnvironment;
+  backend?: BackendChoice;
+  threads?: number;
+  precision?: Precision;
+  /** Progress and the backend choice, one line each. */
+  log?: (line: string) => void;
+}
+
+/** Creates the engine for a backend choice; `auto` picks TensorRT when engines for this GPU exist. */
+export async function createEngine(choice: BackendChoice, options: { threads?: number; log?: (line: string) => void }): Promise<Engine> {
+  if (choice === "tensorrt") {
+    throw new FlorenceError("ENGINE_UNAVAILABLE", "the TensorRT backend is not available in this build", {
+      fix: "use --backend onnxruntime (or auto); TensorRT engines are built with `npm run build:engines` once the TensorRT backend lands",
+    });
+  }
+  const engine = new OnnxRuntimeEngine(options.threads ? { intraOpThreads: options.threads } : {});
+  options.log?.(`backend: ${engine.description}${choice === "auto" ? " (auto: no TensorRT engines for this machine)" : ""}`);
+  return engine;
+}
+
+/** Resolves a model folder or hub id (downloading into the cache when needed). */
+export async function resolveModelDir(model: string, env: RuntimeEnvironment, options: { precision?: Precision; log?: (line: string) => void } = {}): Promise<string> {
+  if (existsSync(model) || !isHubId(model)) return model;
+  const cached = join(env.cacheDir, "models");
+  return downloadModel(model, {
+    cacheDir: cached,
+    ...(options.precision ? { precision: options.precision } : {}),
+    ...(env.hfToken ? { token: env.hfToken } : {}),
+    ...(env.hubEndpoint ? { endpoint: env.hubEndpoint } : {}),
+    ...(options.log ? { log: options.log } : {}),
+  });
+}
+
+/** Opens a Florence-2 model (folder or hub id) on the chosen backend. Dispose the model, then its engine. */
+export async function loadFlorence(model: string = DEFAULT_HUB_MODEL, options: OpenOptions): Promise<Florence2> {
+  const dir = await resolveModelDir(model, options.env, { ...(options.precision ? { precision: options.precision } : {}), ...(options.log ? { log: options.log } : {}) });
+  const engine = await createEngine(options.backend ?? "auto", { ...(options.threads ?? options.env.threads ? { threads: (options.threads ?? options.env.threads)! } : {}), ...(options.log ? { log: options.log } : {}) });
+  try {
+    const { env: _env, backend: _backend, threads: _threads, log: _log, ...load } = options;
+    return await Florence2.load(dir, { ...load, engine });
+  } catch (error) {
+    await engine.dispose();
+    throw error;
+  }
+}

@@ -1,0 +1,78 @@
+/** A small, strict command-line parser: known flags only, typed values, repeated flags collected. */
+import { FlorenceError } from "./errors.ts";
+
+export type FlagKind = "string" | "int" | "number" | "boolean" | "strings";
+
+export interface FlagSpec {
+  kind: FlagKind;
+  help: string;
+  /** For "string" flags: the accepted values. */
+  choices?: readonly string[];
+  min?: number;
+  max?: number;
+}
+
+export type FlagValues = Record<string, string | number | boolean | string[] | undefined>;
+
+export function parseFlags(command: string, argv: readonly string[], specs: Record<string, FlagSpec>): { flags: FlagValues; positional: string[] } {
+  const flags: FlagValues = {};
+  const positional: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith("--")) {
+      positional.push(arg);
+      continue;
+    }
+    let name = arg.slice(2);
+    let inline: string | undefined;
+    const eq = name.indexOf("=");
+    if (eq >= 0) {
+      inline = name.slice(eq + 1);
+      name = name.slice(0, eq);
+    }
+    const spec = specs[name];
+    if (!spec) {
+      throw new FlorenceError("INVALID_ARGUMENT", `${command}: unknown flag --${name}`, { fix: `known flags: ${Object.keys(specs).map((k) => `--${k}`).join(" ")}` });
+    }
+    if (spec.kind === "boolean") {
+      flags[name] = inline === undefined ? true : !["false", "0", "no"].includes(inline);
+      continue;
+    }
+    const raw = inline ?? argv[++i];
+    if (raw === undefined) throw new FlorenceError("INVALID_ARGUMENT", `${command}: --${name} needs a value`, { fix: spec.help });
+    if (spec.kind === "strings") {
+      const list = (flags[name] as string[] | undefined) ?? [];
+      list.push(raw);
+      flags[name] = list;
+    } else if (spec.kind === "int" || spec.kind === "number") {
+      const value = Number(raw);
+      const bad = !Number.isFinite(value) || (spec.kind === "int" && !Number.isInteger(value)) || (spec.min !== undefined && value < spec.min) || (spec.max !== undefined && value > spec.max);
+      if (bad || raw.trim() === "") {
+        const range = spec.min !== undefined || spec.max !== undefined ? ` in ${spec.min ?? "-∞"}..${spec.max ?? "∞"}` : "";
+        throw new FlorenceError("INVALID_ARGUMENT", `${command}: --${name} must be ${spec.kind === "int" ? "an integer" : "a number"}${range}, got ${JSON.stringify(raw)}`, { fix: spec.help });
+      }
+      flags[name] = value;
+    } else {
+      if (spec.choices && !spec.choices.includes(raw)) {
+        throw new FlorenceError("INVALID_ARGUMENT", `${command}: --${name} must be one of ${spec.choices.join(", ")}, got ${JSON.stringify(raw)}`, { fix: spec.help });
+      }
+      flags[name] = raw;
+    }
+  }
+  return { flags, positional };
+}
+
+export function requireFlag<T extends string | number>(command: string, flags: FlagValues, name: string, example: string): T {
+  const value = flags[name];
+  if (value === undefined) throw new FlorenceError("INVALID_ARGUMENT", `${command}: --${name} is required`, { fix: `e.g. ${example}` });
+  return value as T;
+}
+
+export function usage(command: string, summary: string, specs: Record<string, FlagSpec>): string {
+  const lines = [`florence-edge ${command} — ${summary}`, ""];
+  for (const [name, spec] of Object.entries(specs)) {
+    const value = spec.kind === "boolean" ? "" : spec.choices ? ` ${spec.choices.join("|")}` : spec.kind === "strings" ? " VALUE (repeatable)" : " VALUE";
+    lines.push(`  --${name}${value}`.padEnd(40) + spec.help);
+  }
+  return lines.join("\n");
+}

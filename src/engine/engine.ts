@@ -1,0 +1,106 @@
+/**
+ * The backend seam. Florence-2 code names graphs (vision_encoder, embed_tokens, encoder_model, decoder…) and tensors;
+ * it never knows which backend runs them. ONNX Runtime (CPU) and TensorRT (GPU, through koffi) implement this.
+ */
+import { FlorenceError } from "../errors.ts";
+
+export type TensorType = "float32" | "float16" | "int64" | "int32" | "bool" | "uint8" | "int8";
+
+export type TensorData = Float32Array | Uint16Array | BigInt64Array | Int32Array | Uint8Array | Int8Array;
+
+/** A host tensor. Backends may return objects with more fields (ORT tensors); only these are relied on. */
+export interface Tensor {
+  readonly type: TensorType;
+  readonly dims: readonly number[];
+  readonly data: TensorData;
+}
+
+export interface ValueInfo {
+  readonly name: string;
+  readonly type: TensorType | string;
+  /** Numbers for fixed dimensions, names for symbolic ones; empty when unknown. */
+  readonly shape: readonly (number | string)[];
+}
+
+export interface Graph {
+  readonly name: string;
+  readonly path: string;
+  readonly inputs: readonly ValueInfo[];
+  readonly outputs: readonly ValueInfo[];
+  /** Runs the graph. Missing or extra feeds, wrong types or ranks are refused with ENGINE_INPUT_INVALID. */
+  run(feeds: Readonly<Record<string, Tensor>>): Promise<Record<string, Tensor>>;
+  dispose(): Promise<void>;
+}
+
+export type BackendName = "onnxruntime" | "tensorrt";
+
+export interface Engine {
+  readonly backend: BackendName;
+  /** A human-readable line: backend, version, device, threads. */
+  readonly description: string;
+  /** Loads one graph file. */
+  loadGraph(name: string, path: string): Promise<Graph>;
+  dispose(): Promise<void>;
+}
+
+const ELEMENT_TYPES: Record<TensorType, { new (length: number): TensorData }> = {
+  float32: Float32Array,
+  float16: Uint16Array,
+  int64: BigInt64Array,
+  int32: Int32Array,
+  bool: Uint8Array,
+  uint8: Uint8Array,
+  int8: Int8Array,
+};
+
+export function elementCount(dims: readonly number[]): number {
+  let count = 1;
+  for (const d of dims) count *= d;
+  return count;
+}
+
+export function tensor(type: TensorType, dims: readonly number[], data?: TensorData): Tensor {
+  const count = elementCount(dims);
+  const values = data ?? new ELEMENT_TYPES[type](count);
+  if (values.length !== count) {
+    throw new FlorenceError("ENGINE_INPUT_INVALID", `tensor of shape [${dims.join(", ")}] needs ${count} values, got ${values.length}`);
+  }
+  return { type, dims: [...dims], data: values };
+}
+
+export function int64Tensor(dims: readonly number[], values: ArrayLike<number>): Tensor {
+  const data = new BigInt64Array(values.length);
+  for (let i = 0; i < values.length; i++) data[i] = BigInt(values[i]!);
+  return tensor("int64", dims, data);
+}
+
+/** Checks feeds against a graph's declared inputs; backends call this before running. */
+export function checkFeeds(graph: Pick<Graph, "name" | "inputs">, feeds: Readonly<Record<string, Tensor>>): void {
+  const expected = new Set(graph.inputs.map((i) => i.name));
+  const missing = [...expected].filter((n) => !(n in feeds));
+  const extra = Object.keys(feeds).filter((n) => !expected.has(n));
+  if (missing.length > 0 || extra.length > 0) {
+    throw new FlorenceError(
+      "ENGINE_INPUT_INVALID",
+      `graph ${graph.name}: ${missing.length ? `missing inputs ${missing.join(", ")}` : ""}${missing.length && extra.length ? "; " : ""}${extra.length ? `unexpected inputs ${extra.join(", ")}` : ""}`,
+      { fix: `it takes ${[...expected].join(", ")}` },
+    );
+  }
+  for (const info of graph.inputs) {
+    const fed = feeds[info.name]!;
+    if (info.type !== fed.type) {
+      throw new FlorenceError("ENGINE_INPUT_INVALID", `graph ${graph.name}: input ${info.name} must be ${info.type}, got ${fed.type}`);
+    }
+    if (info.shape.length > 0 && info.shape.length !== fed.dims.length) {
+      throw new FlorenceError(
+        "ENGINE_INPUT_INVALID",
+        `graph ${graph.name}: input ${info.name} must have rank ${info.shape.length} [${info.shape.join(", ")}], got [${fed.dims.join(", ")}]`,
+      );
+    }
+    info.shape.forEach((d, axis) => {
+      if (typeof d === "number" && d > 0 && fed.dims[axis] !== d) {
+        throw new FlorenceError("ENGINE_INPUT_INVALID", `graph ${graph.name}: input ${info.name} axis ${axis} must be ${d}, got ${fed.dims[axis]}`);
+      }
+    });
+  }
+}
