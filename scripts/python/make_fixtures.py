@@ -659,9 +659,25 @@ def main(argv: list[str]) -> int:
     cases = generation_cases(image_names)
     gen = run_generation(model, processor, ref / "images", cases)
     (ref / "generate.json").write_text(json.dumps(gen, ensure_ascii=False))
+    try:  # the same cases through the PIL image-processor backend (transformers 4.x, or 5.x without torchvision)
+        from transformers import CLIPImageProcessorPil
+        pil_image_processor = CLIPImageProcessorPil(**{k: v for k, v in processor.image_processor.to_dict().items()
+                                                      if k in ("size", "resample", "do_resize", "do_rescale",
+                                                               "rescale_factor", "do_normalize", "image_mean",
+                                                               "image_std", "do_center_crop", "crop_size",
+                                                               "do_convert_rgb")})
+        pil_image_processor.image_seq_length = 577
+        pil_processor = Florence2Processor(image_processor=pil_image_processor, tokenizer=processor.tokenizer,
+                                           post_processor_config=POST_PROCESSOR_CONFIG)
+        gen_pil = run_generation(model, pil_processor, ref / "images", cases)
+        (ref / "generate_pil.json").write_text(json.dumps(gen_pil, ensure_ascii=False))
+        meta_pil_differs = sum(a["generated_ids"] != b["generated_ids"] for a, b in zip(gen, gen_pil))
+    except ImportError:
+        meta_pil_differs = None
     margins = [c["min_top2_margin"] for c in gen if "min_top2_margin" in c]
     lengths = [len(c["generated_ids"][0]) for c in gen]
     meta["min_greedy_margin"] = min(margins) if margins else None
+    meta["cases_where_pil_backend_changes_ids"] = meta_pil_differs
     meta["generated_lengths"] = {"min": min(lengths), "max": max(lengths), "mean": sum(lengths) / len(lengths)}
     if not args.no_onnx:
         check_cases = [c for c in cases if c["generate_kwargs"].get("num_beams") == 1 and len(c["images"]) == 1][:4]
