@@ -7,10 +7,12 @@ import { type Engine, type Graph, type Tensor, int64Tensor, tensor } from "../en
 import { FlorenceError } from "../errors.ts";
 import { createDecoder } from "./decoder.ts";
 import { type GenerationConfig, generate, resolveGenerationConfig } from "./generate.ts";
-import { decodeImage, type RgbImage } from "./image.ts";
+import { decodeImage, type RgbImage, resizeWithSharp } from "./image.ts";
 import { type GraphName, locateModelFiles, type ModelFiles, type Precision } from "./model_files.ts";
 import { type PostProcessOptions, postProcessGeneration } from "./postprocess.ts";
 import { type ImageProcessorConfig, parseImageProcessorConfig, pixelValues, type ResizeMode } from "./preprocess.ts";
+import { createResizeCache, type ResizeCache } from "./resize.ts";
+import { float32ToFloat16 } from "../engine/float16.ts";
 import { constructPrompt, type TaskToken } from "./tasks.ts";
 import { Tokenizer } from "./tokenizer.ts";
 
@@ -101,6 +103,8 @@ export class Florence2 {
   readonly #graphs: Map<GraphName, Graph>;
   readonly #options: LoadOptions;
   #pixelBuffer: Float32Array | undefined;
+  // coefficient tables and scratch buffers: camera frames repeat one size, so nothing is allocated per frame
+  readonly #resizeCache: ResizeCache = createResizeCache();
   #disposed = false;
 
   private constructor(files: ModelFiles, tokenizer: Tokenizer, imageProcessor: ImageProcessorConfig, graphs: Map<GraphName, Graph>, options: LoadOptions) {
@@ -160,13 +164,16 @@ export class Florence2 {
     const plane = 3 * height * width;
     const batch = decoded.length;
     if (!this.#pixelBuffer || this.#pixelBuffer.length !== plane * batch) this.#pixelBuffer = new Float32Array(plane * batch);
+    const resize = this.#options.resize ?? "pil";
     for (let i = 0; i < batch; i++) {
-      pixelValues(decoded[i]!, this.imageProcessor, { resize: this.#options.resize ?? "pil" }, this.#pixelBuffer.subarray(i * plane, (i + 1) * plane));
+      const source = resize === "fast" ? await resizeWithSharp(decoded[i]!, width, height) : decoded[i]!;
+      pixelValues(source, this.imageProcessor, { resize, cache: this.#resizeCache }, this.#pixelBuffer.subarray(i * plane, (i + 1) * plane));
     }
     const preprocessMs = now() - t0;
     t0 = now();
     const inputType = vision.inputs[0]?.type === "float16" ? "float16" : "float32";
-    const pixels = inputType === "float16" ? await toFloat16Tensor([batch, 3, height, width], this.#pixelBuffer) : tensor("float32", [batch, 3, height, width], this.#pixelBuffer);
+    const dims = [batch, 3, height, width];
+    const pixels = inputType === "float16" ? tensor("float16", dims, float32ToFloat16(this.#pixelBuffer)) : tensor("float32", dims, this.#pixelBuffer);
     const out = await vision.run({ [vision.inputs[0]!.name]: pixels });
     const features = out[vision.outputs[0]!.name]!;
     const visionMs = now() - t0;
@@ -288,11 +295,6 @@ export class Florence2 {
     this.#graphs.clear();
     await Promise.all(graphs.map((g) => g.dispose()));
   }
-}
-
-async function toFloat16Tensor(dims: number[], values: Float32Array): Promise<Tensor> {
-  const { float32ToFloat16 } = await import("../engine/float16.ts");
-  return tensor("float16", dims, float32ToFloat16(values));
 }
 
 export type { TaskToken };

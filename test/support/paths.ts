@@ -1,6 +1,7 @@
 /** Where the repository's fixtures are, whether tests run compiled (dist/test) or from source (Deno). */
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import process from "node:process";
 import { fileURLToPath } from "node:url";
 
 function findRoot(): string {
@@ -14,7 +15,8 @@ function findRoot(): string {
 }
 
 export const REPO_ROOT = findRoot();
-export const TINY_MODEL = join(REPO_ROOT, "test", "fixtures", "tiny-seed0");
+/** The fixture model; FLORENCE_EDGE_FIXTURE points the end-to-end tests at another one (e.g. a holdout seed). */
+export const TINY_MODEL = process.env["FLORENCE_EDGE_FIXTURE"] || join(REPO_ROOT, "test", "fixtures", "tiny-seed0");
 export const REFERENCE = join(TINY_MODEL, "reference");
 
 export function readReference<T = unknown>(name: string): T {
