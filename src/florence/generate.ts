@@ -375,6 +375,7 @@ function checkVocab(logits: Float32Array, rows: number, config: GenerationConfig
   const ids: [string, number | null][] = [
     ["decoder_start_token_id", config.decoderStartTokenId],
     ["forced_bos_token_id", config.forcedBosTokenId],
+    ["pad_token_id", config.padTokenId],
     ...config.eosTokenIds.map((id): [string, number] => ["eos_token_id", id]),
     ...(config.forcedEosTokenIds ?? []).map((id): [string, number] => ["forced_eos_token_id", id]),
   ];
@@ -418,8 +419,8 @@ async function greedySearch(decoder: DecoderStep, batch: number, config: Generat
   const processors = processorsFor(config);
   const maxLength = config.maxLength;
   const eos = processors.eos;
-  // HF pads finished rows only when an EOS stopping criterion exists; the pad id then is never null
-  const pad = config.padTokenId ?? 0;
+  // HF pads finished rows only when an EOS stopping criterion exists, with pad_token_id or else the first EOS id
+  const pad = config.padTokenId ?? eos[0] ?? 0;
   const sequences = new Int32Array(batch * maxLength);
   const logprobs = new Float32Array(batch * maxLength);
   const unfinished = new Uint8Array(batch).fill(1);
