@@ -27,3 +27,8 @@ export function readEnvironment(env: Record<string, string | undefined> = proces
   }
   return { cacheDir, hfToken: env["HF_TOKEN"] || env["HUGGING_FACE_HUB_TOKEN"] || undefined, hubEndpoint: env["HF_ENDPOINT"] || undefined, threads };
 }
+
+/** The raw environment, for config layers that take secrets and overrides from it (passed down explicitly). */
+export function environmentVariables(): Record<string, string | undefined> {
+  return { ...process.env };
+}

@@ -1,0 +1,357 @@
+/**
+ * The service's config tree: a YAML or JSON file, overridden by command-line flags, with secrets from the
+ * environment or files. Every value is validated; an error names the path of the bad key ("cameras[1].tasks[0].task")
+ * and how to fix it. Unknown keys are errors too (a typo must not be silently ignored).
+ */
+import { readFileSync, statSync } from "node:fs";
+import { parse as parseYaml } from "yaml";
+import { FlorenceError } from "../errors.ts";
+import { PRECISIONS, type Precision } from "../florence/model_files.ts";
+import { isTaskToken, TASKS } from "../florence/tasks.ts";
+
+export type SourceConfig =
+  | { type: "file"; path: string; loop: boolean; fps: number | undefined }
+  | { type: "folder"; path: string; loop: boolean; fps: number }
+  | { type: "rtsp"; url: string; transport: "tcp" | "udp" }
+  | { type: "v4l2"; device: string; format: "mjpeg" | "yuyv"; width: number | undefined; height: number | undefined; fps: number | undefined }
+  | { type: "csi"; sensorId: number; width: number; height: number; fps: number }
+  | { type: "http"; url: string; intervalS: number };
+
+export interface TaskSchedule {
+  task: string;
+  text: string | undefined;
+  /** 0: every frame the loop can take; else at most once per interval. */
+  intervalS: number;
+  snapshot: boolean;
+}
+
+export interface CameraConfig {
+  name: string;
+  source: SourceConfig;
+  decoder: "auto" | "ffmpeg" | "gstreamer";
+  tasks: TaskSchedule[];
+  stallTimeoutS: number;
+}
+
+export interface MqttConfig {
+  /** undefined: start the embedded broker on 127.0.0.1. */
+  url: string | undefined;
+  topicPrefix: string;
+  clientId: string | undefined;
+  username: string | undefined;
+  password: string | undefined;
+  tls: { ca: string | undefined; cert: string | undefined; key: string | undefined; rejectUnauthorized: boolean };
+  protocol: "auto" | 4 | 5;
+  qos: { results: 0 | 1 | 2; snapshot: 0 | 1 | 2; status: 0 | 1 | 2; stats: 0 | 1 | 2 };
+  retain: { results: boolean; snapshot: boolean };
+  offlineQueue: { maxMessages: number; maxBytes: number };
+  discovery: { enabled: boolean; prefix: string };
+}
+
+export interface ServiceConfig {
+  model: { path: string | undefined; precision: Precision; backend: "auto" | "onnxruntime" | "tensorrt"; threads: number | undefined; resize: "pil" | "torchvision" | "fast" };
+  generation: { numBeams: number | undefined; maxNewTokens: number | undefined };
+  postprocess: { coordinates: "float" | "int"; scores: boolean };
+  mqtt: MqttConfig;
+  cameras: CameraConfig[];
+  statsIntervalS: number;
+  metrics: { port: number | undefined; host: string };
+  log: { level: "debug" | "info" | "warn" | "error" };
+  /** Where the config came from, for messages. */
+  source: string;
+}
+
+/** Command-line overrides: the stable `serve` flags. */
+export interface ServeFlags {
+  config?: string;
+  model?: string;
+  source?: string;
+  mqtt?: string;
+  topicPrefix?: string;
+  camera?: string;
+  task?: string[];
+  text?: string;
+  interval?: number;
+  metricsPort?: number;
+  logLevel?: string;
+  precision?: string;
+  backend?: string;
+}
+
+type Obj = Record<string, unknown>;
+
+function fail(path: string, message: string, fix?: string): never {
+  throw new FlorenceError("CONFIG_INVALID", `${path}: ${message}`, fix ? { fix } : {});
+}
+
+function isObject(value: unknown): value is Obj {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+function object(value: unknown, path: string): Obj {
+  if (value === undefined || value === null) return {};
+  if (!isObject(value)) fail(path, `must be a mapping, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+function onlyKeys(obj: Obj, path: string, keys: readonly string[]): void {
+  for (const key of Object.keys(obj)) {
+    if (!keys.includes(key)) fail(`${path}.${key}`, "unknown key", `known keys here: ${keys.join(", ")}`);
+  }
+}
+
+function str(obj: Obj, key: string, path: string, fallback?: string): string | undefined {
+  const value = obj[key];
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== "string" || value.length === 0) fail(`${path}.${key}`, `must be a non-empty string, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+function num(obj: Obj, key: string, path: string, range: { min: number; max: number; int?: boolean }, fallback?: number): number | undefined {
+  const value = obj[key];
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value < range.min || value > range.max || (range.int && !Number.isInteger(value))) {
+    fail(`${path}.${key}`, `must be ${range.int ? "an integer" : "a number"} in ${range.min}..${range.max}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function bool(obj: Obj, key: string, path: string, fallback: boolean): boolean {
+  const value = obj[key];
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== "boolean") fail(`${path}.${key}`, `must be true or false, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+function oneOf<T extends string | number>(obj: Obj, key: string, path: string, choices: readonly T[], fallback: T): T {
+  const value = obj[key];
+  if (value === undefined || value === null) return fallback;
+  if (!choices.includes(value as T)) fail(`${path}.${key}`, `must be one of ${choices.join(", ")}, got ${JSON.stringify(value)}`);
+  return value as T;
+}
+
+function qos(obj: Obj, key: string, path: string, fallback: 0 | 1 | 2): 0 | 1 | 2 {
+  return oneOf(obj, key, path, [0, 1, 2] as const, fallback);
+}
+
+const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Guesses a source from the `--source` flag: a URL scheme, a device, a folder or a file. */
+export function sourceFromString(value: string, path = "--source"): SourceConfig {
+  if (/^rtsps?:\/\//i.test(value)) return { type: "rtsp", url: value, transport: "tcp" };
+  if (/^https?:\/\//i.test(value)) return { type: "http", url: value, intervalS: 1 };
+  const csi = /^csi:\/\/(\d+)$/i.exec(value);
+  if (csi) return { type: "csi", sensorId: Number(csi[1]), width: 1920, height: 1080, fps: 30 };
+  if (/^\/dev\/video\d+$/.test(value)) return { type: "v4l2", device: value, format: "mjpeg", width: undefined, height: undefined, fps: undefined };
+  let isDir = false;
+  try {
+    isDir = statSync(value).isDirectory();
+  } catch {
+    fail(path, `${JSON.stringify(value)} is not a URL (rtsp://, http://), a device (/dev/videoN, csi://N), a folder or an existing file`);
+  }
+  return isDir ? { type: "folder", path: value, loop: true, fps: 1 } : { type: "file", path: value, loop: true, fps: undefined };
+}
+
+function parseSource(value: unknown, path: string): SourceConfig {
+  if (typeof value === "string") return sourceFromString(value, path);
+  const obj = object(value, path);
+  const type = oneOf(obj, "type", path, ["file", "folder", "rtsp", "v4l2", "csi", "http"] as const, "file");
+  if (obj["type"] === undefined) fail(`${path}.type`, "is required", "one of file, folder, rtsp, v4l2, csi, http");
+  switch (type) {
+    case "file":
+      onlyKeys(obj, path, ["type", "path", "loop", "fps"]);
+      return { type, path: str(obj, "path", path) ?? fail(`${path}.path`, "is required"), loop: bool(obj, "loop", path, true), fps: num(obj, "fps", path, { min: 0.01, max: 240 }) };
+    case "folder":
+      onlyKeys(obj, path, ["type", "path", "loop", "fps"]);
+      return { type, path: str(obj, "path", path) ?? fail(`${path}.path`, "is required"), loop: bool(obj, "loop", path, true), fps: num(obj, "fps", path, { min: 0.01, max: 240 }, 1)! };
+    case "rtsp":
+      onlyKeys(obj, path, ["type", "url", "transport"]);
+      return { type, url: str(obj, "url", path) ?? fail(`${path}.url`, "is required", "e.g. rtsp://user:pass@camera/stream"), transport: oneOf(obj, "transport", path, ["tcp", "udp"] as const, "tcp") };
+    case "v4l2":
+      onlyKeys(obj, path, ["type", "device", "format", "width", "height", "fps"]);
+      return {
+        type,
+        device: str(obj, "device", path, "/dev/video0")!,
+        format: oneOf(obj, "format", path, ["mjpeg", "yuyv"] as const, "mjpeg"),
+        width: num(obj, "width", path, { min: 16, max: 8192, int: true }),
+        height: num(obj, "height", path, { min: 16, max: 8192, int: true }),
+        fps: num(obj, "fps", path, { min: 0.01, max: 240 }),
+      };
+    case "csi":
+      onlyKeys(obj, path, ["type", "sensor_id", "width", "height", "fps"]);
+      return {
+        type,
+        sensorId: num(obj, "sensor_id", path, { min: 0, max: 15, int: true }, 0)!,
+        width: num(obj, "width", path, { min: 16, max: 8192, int: true }, 1920)!,
+        height: num(obj, "height", path, { min: 16, max: 8192, int: true }, 1080)!,
+        fps: num(obj, "fps", path, { min: 0.01, max: 240 }, 30)!,
+      };
+    case "http":
+      onlyKeys(obj, path, ["type", "url", "interval_s"]);
+      return { type, url: str(obj, "url", path) ?? fail(`${path}.url`, "is required"), intervalS: num(obj, "interval_s", path, { min: 0.05, max: 86400 }, 1)! };
+  }
+}
+
+function parseTask(value: unknown, path: string): TaskSchedule {
+  const obj: Obj = typeof value === "string" ? { task: value } : object(value, path);
+  onlyKeys(obj, path, ["task", "text", "interval_s", "snapshot"]);
+  const task = str(obj, "task", path) ?? fail(`${path}.task`, "is required", 'e.g. task: "<OD>"');
+  if (!isTaskToken(task)) fail(`${path}.task`, `unknown task ${JSON.stringify(task)}`, `use one of ${Object.keys(TASKS).join(" ")}`);
+  const text = str(obj, "text", path);
+  if (text !== undefined && text.length > 512) fail(`${path}.text`, `is ${text.length} characters; at most 512`);
+  return { task, text, intervalS: num(obj, "interval_s", path, { min: 0, max: 86400 }, 0)!, snapshot: bool(obj, "snapshot", path, false) };
+}
+
+function parseCamera(value: unknown, path: string): CameraConfig {
+  const obj = object(value, path);
+  onlyKeys(obj, path, ["name", "source", "decoder", "tasks", "stall_timeout_s"]);
+  const name = str(obj, "name", path) ?? fail(`${path}.name`, "is required", "a short name: letters, digits, _ and -");
+  if (!NAME.test(name)) fail(`${path}.name`, `${JSON.stringify(name)} is not a valid camera name`, "use 1-64 letters, digits, _ or - (it becomes an MQTT topic segment)");
+  if (obj["source"] === undefined) fail(`${path}.source`, "is required", "e.g. source: rtsp://camera/stream");
+  const tasksValue = obj["tasks"] ?? ["<OD>"];
+  if (!Array.isArray(tasksValue) || tasksValue.length === 0) fail(`${path}.tasks`, "must be a non-empty list of tasks");
+  return {
+    name,
+    source: parseSource(obj["source"], `${path}.source`),
+    decoder: oneOf(obj, "decoder", path, ["auto", "ffmpeg", "gstreamer"] as const, "auto"),
+    tasks: tasksValue.map((t, i) => parseTask(t, `${path}.tasks[${i}]`)),
+    stallTimeoutS: num(obj, "stall_timeout_s", path, { min: 1, max: 3600 }, 10)!,
+  };
+}
+
+/** Reads a secret given inline, as `*_file` (a path whose trimmed content is the secret), or from the environment. */
+function secret(obj: Obj, key: string, path: string, env: Record<string, string | undefined>, envName: string): string | undefined {
+  const fileKey = `${key}_file`;
+  const file = str(obj, fileKey, path);
+  if (file !== undefined) {
+    try {
+      return readFileSync(file, "utf8").trim();
+    } catch (cause) {
+      throw new FlorenceError("CONFIG_INVALID", `${path}.${fileKey}: cannot read ${file}: ${(cause as Error).message}`, { fix: "check the path and that the service user may read it", cause });
+    }
+  }
+  return str(obj, key, path) ?? (env[envName] || undefined);
+}
+
+function parseMqtt(value: unknown, env: Record<string, string | undefined>): MqttConfig {
+  const path = "mqtt";
+  const obj = object(value, path);
+  onlyKeys(obj, path, ["url", "topic_prefix", "client_id", "username", "password", "password_file", "tls", "protocol", "qos", "retain", "offline_queue", "discovery"]);
+  const url = str(obj, "url", path) ?? (env["FLORENCE_EDGE_MQTT_URL"] || undefined);
+  if (url !== undefined && !/^(mqtts?|wss?|tcp|ssl):\/\/[^\s]+$/i.test(url)) fail(`${path}.url`, `${JSON.stringify(url.replace(/\/\/[^@/]*@/, "//***@"))} is not an MQTT URL`, "e.g. mqtt://homeassistant.local:1883 or mqtts://broker:8883");
+  const prefix = str(obj, "topic_prefix", path, "florence-edge")!;
+  if (/[#+\s]/.test(prefix) || prefix.startsWith("/") || prefix.endsWith("/")) fail(`${path}.topic_prefix`, `${JSON.stringify(prefix)} may not contain # + or spaces, nor start or end with /`);
+  const tls = object(obj["tls"], `${path}.tls`);
+  onlyKeys(tls, `${path}.tls`, ["ca", "cert", "key", "reject_unauthorized"]);
+  const q = object(obj["qos"], `${path}.qos`);
+  onlyKeys(q, `${path}.qos`, ["results", "snapshot", "status", "stats"]);
+  const r = object(obj["retain"], `${path}.retain`);
+  onlyKeys(r, `${path}.retain`, ["results", "snapshot"]);
+  const oq = object(obj["offline_queue"], `${path}.offline_queue`);
+  onlyKeys(oq, `${path}.offline_queue`, ["max_messages", "max_bytes"]);
+  const d = object(obj["discovery"], `${path}.discovery`);
+  onlyKeys(d, `${path}.discovery`, ["enabled", "prefix"]);
+  const protocol = obj["protocol"] === undefined ? "auto" : oneOf(obj, "protocol", path, ["auto", 4, 5] as const, "auto");
+  return {
+    url,
+    topicPrefix: prefix,
+    clientId: str(obj, "client_id", path),
+    username: str(obj, "username", path) ?? (env["FLORENCE_EDGE_MQTT_USERNAME"] || undefined),
+    password: secret(obj, "password", path, env, "FLORENCE_EDGE_MQTT_PASSWORD"),
+    tls: { ca: str(tls, "ca", `${path}.tls`), cert: str(tls, "cert", `${path}.tls`), key: str(tls, "key", `${path}.tls`), rejectUnauthorized: bool(tls, "reject_unauthorized", `${path}.tls`, true) },
+    protocol,
+    qos: { results: qos(q, "results", `${path}.qos`, 0), snapshot: qos(q, "snapshot", `${path}.qos`, 0), status: qos(q, "status", `${path}.qos`, 1), stats: qos(q, "stats", `${path}.qos`, 0) },
+    retain: { results: bool(r, "results", `${path}.retain`, false), snapshot: bool(r, "snapshot", `${path}.retain`, false) },
+    offlineQueue: {
+      maxMessages: num(oq, "max_messages", `${path}.offline_queue`, { min: 0, max: 1_000_000, int: true }, 1000)!,
+      maxBytes: num(oq, "max_bytes", `${path}.offline_queue`, { min: 0, max: 1 << 30, int: true }, 16 << 20)!,
+    },
+    discovery: { enabled: bool(d, "enabled", `${path}.discovery`, true), prefix: str(d, "prefix", `${path}.discovery`, "homeassistant")! },
+  };
+}
+
+/** Parses and validates a config document (already parsed YAML/JSON) plus flag overrides. */
+export function buildServiceConfig(document: unknown, flags: ServeFlags, env: Record<string, string | undefined>, source: string): ServiceConfig {
+  const root = object(document, "config");
+  onlyKeys(root, "config", ["model", "generation", "postprocess", "mqtt", "cameras", "stats_interval_s", "metrics", "log"]);
+  const model = object(root["model"], "model");
+  onlyKeys(model, "model", ["path", "precision", "backend", "threads", "resize"]);
+  const generation = object(root["generation"], "generation");
+  onlyKeys(generation, "generation", ["num_beams", "max_new_tokens"]);
+  const postprocess = object(root["postprocess"], "postprocess");
+  onlyKeys(postprocess, "postprocess", ["coordinates", "scores"]);
+  const metrics = object(root["metrics"], "metrics");
+  onlyKeys(metrics, "metrics", ["port", "host"]);
+  const log = object(root["log"], "log");
+  onlyKeys(log, "log", ["level"]);
+
+  // flags override the file: apply them to the raw document before validation so errors name the flag's key
+  if (flags.model !== undefined) model["path"] = flags.model;
+  if (flags.precision !== undefined) model["precision"] = flags.precision;
+  if (flags.backend !== undefined) model["backend"] = flags.backend;
+  const mqttRaw = object(root["mqtt"], "mqtt");
+  if (flags.mqtt !== undefined) mqttRaw["url"] = flags.mqtt;
+  if (flags.topicPrefix !== undefined) mqttRaw["topic_prefix"] = flags.topicPrefix;
+  if (flags.metricsPort !== undefined) metrics["port"] = flags.metricsPort;
+  if (flags.logLevel !== undefined) log["level"] = flags.logLevel;
+
+  let camerasRaw = root["cameras"];
+  if (flags.source !== undefined || flags.camera !== undefined || flags.task !== undefined) {
+    // the single-camera flags: --source/--camera/--task describe one camera (replacing the file's list)
+    const existing = Array.isArray(camerasRaw) ? (camerasRaw as unknown[]) : [];
+    const named = flags.camera !== undefined ? existing.find((c) => isObject(c) && c["name"] === flags.camera) : existing.length === 1 ? existing[0] : undefined;
+    const base: Obj = isObject(named) ? { ...named } : {};
+    if (flags.camera !== undefined) base["name"] = flags.camera;
+    base["name"] ??= "camera";
+    if (flags.source !== undefined) base["source"] = flags.source;
+    if (flags.task !== undefined) base["tasks"] = flags.task.map((task) => ({ task, ...(flags.text !== undefined ? { text: flags.text } : {}), ...(flags.interval !== undefined ? { interval_s: flags.interval } : {}) }));
+    camerasRaw = [...existing.filter((c) => c !== named), base];
+  }
+  if (camerasRaw !== undefined && !Array.isArray(camerasRaw)) fail("cameras", "must be a list of cameras");
+  const cameras = ((camerasRaw as unknown[] | undefined) ?? []).map((c, i) => parseCamera(c, `cameras[${i}]`));
+  const names = new Set<string>();
+  for (const [i, camera] of cameras.entries()) {
+    if (names.has(camera.name)) fail(`cameras[${i}].name`, `${JSON.stringify(camera.name)} is used twice`, "camera names must be unique");
+    names.add(camera.name);
+  }
+  return {
+    model: {
+      path: str(model, "path", "model"),
+      precision: oneOf(model, "precision", "model", PRECISIONS, "fp32"),
+      backend: oneOf(model, "backend", "model", ["auto", "onnxruntime", "tensorrt"] as const, "auto"),
+      threads: num(model, "threads", "model", { min: 1, max: 1024, int: true }),
+      resize: oneOf(model, "resize", "model", ["pil", "torchvision", "fast"] as const, "pil"),
+    },
+    generation: {
+      numBeams: num(generation, "num_beams", "generation", { min: 1, max: 16, int: true }),
+      maxNewTokens: num(generation, "max_new_tokens", "generation", { min: 1, max: 4096, int: true }),
+    },
+    postprocess: { coordinates: oneOf(postprocess, "coordinates", "postprocess", ["float", "int"] as const, "float"), scores: bool(postprocess, "scores", "postprocess", true) },
+    mqtt: parseMqtt(mqttRaw, env),
+    cameras,
+    statsIntervalS: num(root, "stats_interval_s", "config", { min: 1, max: 3600 }, 10)!,
+    metrics: { port: num(metrics, "port", "metrics", { min: 0, max: 65535, int: true }), host: str(metrics, "host", "metrics", "127.0.0.1")! },
+    log: { level: oneOf(log, "level", "log", ["debug", "info", "warn", "error"] as const, "info") },
+    source,
+  };
+}
+
+/** Reads the config file (YAML or JSON by content) and applies flags and the environment. */
+export function loadServiceConfig(flags: ServeFlags, env: Record<string, string | undefined>): ServiceConfig {
+  const file = flags.config ?? (env["FLORENCE_EDGE_CONFIG"] || undefined);
+  let document: unknown = {};
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (cause) {
+      throw new FlorenceError("CONFIG_INVALID", `cannot read config file ${file}: ${(cause as Error).message}`, { fix: "check --config (or FLORENCE_EDGE_CONFIG)", cause });
+    }
+    try {
+      document = parseYaml(text, { prettyErrors: true, uniqueKeys: true }) ?? {};
+    } catch (cause) {
+      throw new FlorenceError("CONFIG_INVALID", `${file} is not valid YAML/JSON: ${(cause as Error).message}`, { cause });
+    }
+  }
+  return buildServiceConfig(document, flags, env, file ?? "(flags and defaults)");
+}

@@ -1,0 +1,109 @@
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { buildServiceConfig, loadServiceConfig, sourceFromString } from "../../src/service/config.ts";
+import { TINY_MODEL } from "../support/paths.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "fe-config-"));
+
+function error(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    assert.is((e as { code?: string }).code, "CONFIG_INVALID");
+    return (e as Error).message;
+  }
+  assert.unreachable("expected CONFIG_INVALID");
+  return "";
+}
+
+test("a full YAML config with several cameras", () => {
+  const file = join(dir, "config.yaml");
+  writeFileSync(join(dir, "secret"), "s3cret\n");
+  writeFileSync(file, `
+model: { path: ${TINY_MODEL}, precision: quantized, threads: 2 }
+generation: { num_beams: 3, max_new_tokens: 64 }
+mqtt:
+  url: mqtts://broker.local:8883
+  topic_prefix: home/florence
+  username: cam
+  password_file: ${join(dir, "secret")}
+  qos: { results: 1 }
+  retain: { results: true }
+  offline_queue: { max_messages: 50 }
+cameras:
+  - name: front_door
+    source: rtsp://user:pw@10.0.0.5/stream1
+    tasks:
+      - "<OD>"
+      - { task: "<CAPTION>", interval_s: 30, snapshot: true }
+      - { task: "<OPEN_VOCABULARY_DETECTION>", text: "person" }
+  - name: garage
+    source: { type: http, url: "http://cam2/snapshot.jpg", interval_s: 2 }
+metrics: { port: 9464 }
+`);
+  const config = loadServiceConfig({ config: file }, {});
+  assert.is(config.model.precision, "quantized");
+  assert.is(config.mqtt.password, "s3cret");
+  assert.is(config.mqtt.qos.results, 1);
+  assert.is(config.mqtt.qos.status, 1);
+  assert.is(config.mqtt.offlineQueue.maxMessages, 50);
+  assert.is(config.mqtt.offlineQueue.maxBytes, 16 << 20);
+  assert.is(config.cameras.length, 2);
+  assert.equal(config.cameras[0]!.source, { type: "rtsp", url: "rtsp://user:pw@10.0.0.5/stream1", transport: "tcp" });
+  assert.equal(config.cameras[0]!.tasks.map((t) => [t.task, t.intervalS, t.text, t.snapshot]), [["<OD>", 0, undefined, false], ["<CAPTION>", 30, undefined, true], ["<OPEN_VOCABULARY_DETECTION>", 0, "person", false]]);
+  assert.equal(config.cameras[1]!.source, { type: "http", url: "http://cam2/snapshot.jpg", intervalS: 2 });
+  assert.is(config.metrics.port, 9464);
+});
+
+test("flags override the file; the single-camera flags make a camera", () => {
+  const config = buildServiceConfig({ mqtt: { url: "mqtt://a:1883" } }, { mqtt: "mqtt://b:1883", topicPrefix: "p", camera: "cam1", source: "rtsp://x/y", task: ["<OD>", "<CAPTION>"] }, {}, "test");
+  assert.is(config.mqtt.url, "mqtt://b:1883");
+  assert.is(config.mqtt.topicPrefix, "p");
+  assert.is(config.cameras.length, 1);
+  assert.is(config.cameras[0]!.name, "cam1");
+  assert.equal(config.cameras[0]!.tasks.map((t) => t.task), ["<OD>", "<CAPTION>"]);
+});
+
+test("secrets from the environment", () => {
+  const config = buildServiceConfig({ mqtt: { username: "u" } }, {}, { FLORENCE_EDGE_MQTT_PASSWORD: "envpw", FLORENCE_EDGE_MQTT_URL: "mqtt://env:1883" }, "test");
+  assert.is(config.mqtt.password, "envpw");
+  assert.is(config.mqtt.url, "mqtt://env:1883");
+  assert.is(buildServiceConfig({}, {}, {}, "t").mqtt.url, undefined, "no broker configured → the embedded one");
+});
+
+test("errors name the path of the bad key and the fix", () => {
+  assert.match(error(() => buildServiceConfig({ cameras: [{ name: "a", source: "rtsp://x", tasks: ["<OD>", { task: "<DETECT>" }] }] }, {}, {}, "t")), /^cameras\[0\]\.tasks\[1\]\.task: unknown task "<DETECT>" — use one of <CAPTION>/);
+  assert.match(error(() => buildServiceConfig({ mqtt: { qos: { results: 3 } } }, {}, {}, "t")), /^mqtt\.qos\.results: must be one of 0, 1, 2, got 3/);
+  assert.match(error(() => buildServiceConfig({ mqtt: { urll: "x" } }, {}, {}, "t")), /^mqtt\.urll: unknown key — known keys here: url,/);
+  assert.match(error(() => buildServiceConfig({ cameras: [{ name: "bad name", source: "rtsp://x" }] }, {}, {}, "t")), /^cameras\[0\]\.name: "bad name" is not a valid camera name/);
+  assert.match(error(() => buildServiceConfig({ cameras: [{ name: "a", source: "rtsp://x" }, { name: "a", source: "rtsp://y" }] }, {}, {}, "t")), /^cameras\[1\]\.name: "a" is used twice/);
+  assert.match(error(() => buildServiceConfig({ cameras: [{ name: "a" }] }, {}, {}, "t")), /^cameras\[0\]\.source: is required/);
+  assert.match(error(() => buildServiceConfig({ cameras: [{ name: "a", source: { type: "rtsp" } }] }, {}, {}, "t")), /^cameras\[0\]\.source\.url: is required/);
+  assert.match(error(() => buildServiceConfig({ mqtt: { url: "http://broker" } }, {}, {}, "t")), /^mqtt\.url: "http:\/\/broker" is not an MQTT URL/);
+  assert.match(error(() => buildServiceConfig({ mqtt: { url: "bad://user:secret@x" } }, {}, {}, "t")), /\*\*\*@/, "passwords are masked in messages");
+  assert.match(error(() => buildServiceConfig({ mqtt: { topic_prefix: "a/#" } }, {}, {}, "t")), /^mqtt\.topic_prefix/);
+  assert.match(error(() => buildServiceConfig({ model: { threads: 0 } }, {}, {}, "t")), /^model\.threads: must be an integer in 1\.\.1024, got 0/);
+  assert.match(error(() => buildServiceConfig([], {}, {}, "t")), /^config: must be a mapping/);
+  assert.match(error(() => sourceFromString("/nonexistent/thing")), /not a URL \(rtsp:\/\/, http:\/\/\), a device/);
+  const bad = join(dir, "bad.yaml");
+  writeFileSync(bad, "mqtt: [unclosed");
+  assert.match(error(() => loadServiceConfig({ config: bad }, {})), /is not valid YAML\/JSON/);
+  assert.match(error(() => loadServiceConfig({ config: join(dir, "missing.yaml") }, {})), /cannot read config file/);
+  const dup = join(dir, "dup.yaml");
+  writeFileSync(dup, "log: {level: info}\nlog: {level: debug}\n");
+  assert.match(error(() => loadServiceConfig({ config: dup }, {})), /YAML/);
+});
+
+test("sourceFromString recognises URLs, devices, folders and files", () => {
+  assert.is(sourceFromString("rtsp://cam/s").type, "rtsp");
+  assert.is(sourceFromString("https://cam/snap.jpg").type, "http");
+  assert.equal(sourceFromString("csi://1"), { type: "csi", sensorId: 1, width: 1920, height: 1080, fps: 30 });
+  assert.is(sourceFromString("/dev/video2").type, "v4l2");
+  assert.is(sourceFromString(dir).type, "folder");
+  assert.is(sourceFromString(join(TINY_MODEL, "config.json")).type, "file");
+});
+
+test.run();
