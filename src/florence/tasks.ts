@@ -160,6 +160,13 @@ export function constructPrompt(task: string, textInput?: string, imageSize?: Im
     });
   }
   const text = textInput ?? "";
+  // a lone UTF-16 surrogate is what invalid UTF-8 becomes after lossy decoding upstream; the tokenizer cannot encode it
+  const lone = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.exec(text);
+  if (lone) {
+    throw new FlorenceError("INVALID_UTF8", `${task}: the text input has an unpaired surrogate (invalid Unicode) at character ${lone.index}`, {
+      fix: "send the text as valid UTF-8",
+    });
+  }
   // HF's own check first, so its error text is what the caller sees
   const hfPrompt = constructPromptLenient(spec.token + text);
   if (!spec.takesText) return hfPrompt;

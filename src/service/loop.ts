@@ -1,0 +1,244 @@
+/**
+ * The camera loop: newest frame per camera → one vision pass → the tasks due on it → results out.
+ * Inference runs one frame at a time (one model, one accelerator), round-robin over cameras with a fresh frame, so
+ * a slow camera never starves the others and inference never falls behind real time (older frames are dropped and
+ * counted by the per-camera slot). One bad frame, command or task is counted and logged; the loop goes on.
+ */
+import { performance } from "node:perf_hooks";
+import { FlorenceError } from "../errors.ts";
+import type { GenerateOptions, TaskResult, VisionFeatures } from "../florence/florence2.ts";
+import type { RgbImage } from "../florence/image.ts";
+import type { TaskSchedule } from "./config.ts";
+import type { Frame, ResultMessage } from "./types.ts";
+
+/** What the loop needs of a Florence-2 model (the real one, or another backend's). */
+export interface InferenceModel {
+  readonly files: { readonly id: string };
+  encodeImage(image: RgbImage | Uint8Array | string): Promise<VisionFeatures>;
+  runTask(vision: VisionFeatures, request: { task: string; text?: string | undefined }, options?: GenerateOptions): Promise<TaskResult>;
+}
+
+/** What the loop needs of the per-camera newest-frame slot. */
+export interface FrameSlot {
+  take(): Frame | undefined;
+}
+
+export interface LoopCamera {
+  name: string;
+  slot: FrameSlot;
+  tasks: TaskSchedule[];
+}
+
+export interface LoopEvents {
+  /** A result to publish (with the frame, for snapshots). */
+  result(message: ResultMessage, frame: Frame, taskResult: TaskResult, schedule: TaskSchedule): void;
+  /** A frame that could not be decoded, or a task that failed; counted, and logged by the receiver. */
+  error(camera: string, stage: "decode" | "inference", error: unknown): void;
+  /** Called after every processed frame: progress for the watchdog and the stats. */
+  processed(camera: string, stageMs: Record<string, number>): void;
+}
+
+export interface OneOffRequest {
+  camera: string;
+  task: string;
+  text: string | undefined;
+  resolve(result: ResultMessage): void;
+  reject(error: unknown): void;
+}
+
+export interface LoopOptions {
+  model: InferenceModel;
+  cameras: LoopCamera[];
+  events: LoopEvents;
+  generate: GenerateOptions;
+  /** Wakes the loop when any camera has a new frame; resolves at once if one is pending. */
+  waitForFrame(signal: AbortSignal): Promise<void>;
+  /** One-off requests waiting (bounded by the caller); the loop takes them before scheduled work. */
+  maxPendingRequests?: number;
+  now?: () => number;
+}
+
+function frameImage(frame: Frame): RgbImage | Uint8Array {
+  return frame.format === "rgb24" ? { width: frame.width, height: frame.height, data: frame.data } : frame.data;
+}
+
+export class CameraLoop {
+  readonly #options: LoopOptions;
+  readonly #lastRun = new Map<string, number>();
+  readonly #lastFrame = new Map<string, Frame>();
+  readonly #pending: OneOffRequest[] = [];
+  #cursor = 0;
+  #abort = new AbortController();
+  #running: Promise<void> | undefined;
+  /** Frames fully processed: the watchdog's progress counter. */
+  processedFrames = 0;
+  rejectedRequests = 0;
+
+  constructor(options: LoopOptions) {
+    this.#options = options;
+  }
+
+  #now(): number {
+    return this.#options.now?.() ?? Date.now();
+  }
+
+  /** Replaces a camera's schedule (an MQTT `set` command, already validated). */
+  setTasks(camera: string, tasks: TaskSchedule[]): void {
+    const entry = this.#options.cameras.find((c) => c.name === camera);
+    if (!entry) throw new FlorenceError("INVALID_ARGUMENT", `unknown camera ${JSON.stringify(camera)}`, { fix: `cameras: ${this.#options.cameras.map((c) => c.name).join(", ")}` });
+    entry.tasks = tasks;
+    for (const key of [...this.#lastRun.keys()]) if (key.startsWith(`${camera}\u0000`)) this.#lastRun.delete(key);
+  }
+
+  tasksOf(camera: string): TaskSchedule[] | undefined {
+    return this.#options.cameras.find((c) => c.name === camera)?.tasks;
+  }
+
+  /** Queues a one-off inference on the camera's newest frame; refused when too many are waiting. */
+  request(request: Omit<OneOffRequest, "resolve" | "reject">): Promise<ResultMessage> {
+    return new Promise((resolve, reject) => {
+      if (this.#pending.length >= (this.#options.maxPendingRequests ?? 8)) {
+        this.rejectedRequests++;
+        reject(new FlorenceError("INVALID_ARGUMENT", `too many inference requests waiting (${this.#pending.length})`, { fix: "retry later" }));
+        return;
+      }
+      this.#pending.push({ ...request, resolve, reject });
+      this.#wake?.();
+    });
+  }
+
+  #wake: (() => void) | undefined;
+
+  start(): void {
+    if (this.#running) return;
+    this.#abort = new AbortController();
+    this.#running = this.#run(this.#abort.signal);
+  }
+
+  /** Stops taking new work; resolves when the inference in flight has finished. */
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    this.#wake?.();
+    await this.#running;
+    this.#running = undefined;
+    for (const request of this.#pending.splice(0)) request.reject(new FlorenceError("ENGINE_UNAVAILABLE", "the service is stopping"));
+  }
+
+  #dueTasks(camera: LoopCamera, now: number): TaskSchedule[] {
+    return camera.tasks.filter((t) => {
+      const last = this.#lastRun.get(`${camera.name}\u0000${t.task}\u0000${t.text ?? ""}`);
+      return last === undefined || t.intervalS === 0 || now - last >= t.intervalS * 1000;
+    });
+  }
+
+  async #run(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      const request = this.#pending.shift();
+      if (request) {
+        await this.#serveRequest(request);
+        continue;
+      }
+      const cameras = this.#options.cameras;
+      let worked = false;
+      for (let i = 0; i < cameras.length && !signal.aborted; i++) {
+        const camera = cameras[(this.#cursor + i) % cameras.length]!;
+        const due = this.#dueTasks(camera, this.#now());
+        if (due.length === 0) continue;
+        const frame = camera.slot.take();
+        if (!frame) continue;
+        this.#lastFrame.set(camera.name, frame);
+        this.#cursor = (this.#cursor + i + 1) % cameras.length;
+        await this.#process(camera, frame, due);
+        worked = true;
+        break;
+      }
+      if (!worked && !signal.aborted && this.#pending.length === 0) {
+        const wake = new AbortController();
+        const onAbort = () => wake.abort();
+        signal.addEventListener("abort", onAbort, { once: true });
+        this.#wake = () => wake.abort();
+        // re-check schedules at least every 250 ms: an interval task can become due without a new frame
+        const timer = setTimeout(() => wake.abort(), 250);
+        try {
+          await this.#options.waitForFrame(wake.signal).catch(() => undefined);
+        } finally {
+          clearTimeout(timer);
+          signal.removeEventListener("abort", onAbort);
+          this.#wake = undefined;
+        }
+      }
+    }
+  }
+
+  async #process(camera: LoopCamera, frame: Frame, due: TaskSchedule[]): Promise<void> {
+    const { model, events, generate } = this.#options;
+    let vision: VisionFeatures;
+    try {
+      vision = await model.encodeImage(frameImage(frame));
+    } catch (error) {
+      events.error(camera.name, "decode", error);
+      return;
+    }
+    const stages: Record<string, number> = { preprocess: vision.timings.preprocess_ms, vision: vision.timings.vision_ms };
+    if (vision.timings.decode_ms !== undefined) stages["decode"] = vision.timings.decode_ms;
+    for (const schedule of due) {
+      this.#lastRun.set(`${camera.name}\u0000${schedule.task}\u0000${schedule.text ?? ""}`, this.#now());
+      try {
+        const result = await model.runTask(vision, { task: schedule.task, text: schedule.text }, generate);
+        stages["encoder"] = (stages["encoder"] ?? 0) + result.timings_ms.encoder_ms;
+        stages["decoder"] = (stages["decoder"] ?? 0) + result.timings_ms.decoder_ms;
+        stages["parse"] = (stages["parse"] ?? 0) + result.timings_ms.parse_ms;
+        events.result(this.#message(camera.name, frame, result, schedule.text), frame, result, schedule);
+      } catch (error) {
+        events.error(camera.name, "inference", error);
+      }
+    }
+    this.processedFrames++;
+    events.processed(camera.name, stages);
+  }
+
+  async #serveRequest(request: OneOffRequest): Promise<void> {
+    const camera = this.#options.cameras.find((c) => c.name === request.camera);
+    const frame = camera ? (camera.slot.take() ?? this.#lastFrame.get(camera.name)) : undefined;
+    if (!camera || !frame) {
+      request.reject(new FlorenceError("INVALID_ARGUMENT", camera ? `camera ${request.camera} has no frame yet` : `unknown camera ${JSON.stringify(request.camera)}`));
+      return;
+    }
+    this.#lastFrame.set(camera.name, frame);
+    try {
+      const vision = await this.#options.model.encodeImage(frameImage(frame));
+      const result = await this.#options.model.runTask(vision, { task: request.task, text: request.text }, this.#options.generate);
+      request.resolve(this.#message(camera.name, frame, result, request.text));
+    } catch (error) {
+      request.reject(error);
+    }
+  }
+
+  #message(camera: string, frame: Frame, result: TaskResult, text: string | undefined): ResultMessage {
+    const t = result.timings_ms;
+    return {
+      camera,
+      task: result.task,
+      ...(text !== undefined ? { text_input: text } : {}),
+      frame: frame.seq,
+      timestamp: new Date(frame.capturedAt).toISOString(),
+      image_size: result.image_size,
+      result: result.result,
+      latency_ms: {
+        total: round(t.total_ms),
+        capture_to_publish: round(performance.now() - frame.capturedMono),
+        ...(t.decode_ms !== undefined ? { decode: round(t.decode_ms) } : {}),
+        preprocess: round(t.preprocess_ms ?? 0),
+        vision: round(t.vision_ms ?? 0),
+        encoder: round(t.encoder_ms),
+        decoder: round(t.decoder_ms),
+        parse: round(t.parse_ms),
+      },
+      model: this.#options.model.files.id,
+    };
+  }
+}
+
+function round(value: number): number {
+  return Math.round(value * 100) / 100;
+}
