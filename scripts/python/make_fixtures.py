@@ -602,6 +602,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--eos-bias", type=float, default=2.0)
     p.add_argument("--precisions", default="fp32,fp16,quantized")
     p.add_argument("--no-onnx", action="store_true")
+    p.add_argument("--keep-weights", action="store_true", help="keep model.safetensors (an HF checkpoint folder)")
     args = p.parse_args(argv)
     args.vision_dims = [int(x) for x in args.vision_dims.split(",")]
     torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
@@ -631,8 +632,9 @@ def main(argv: list[str]) -> int:
     eos_bias = tune_eos(model, tokenizer, processor, ref / "images", args)
 
     model.save_pretrained(str(out), safe_serialization=True)
-    for weights in out.glob("*.safetensors"):
-        weights.unlink()
+    if not args.keep_weights:
+        for weights in out.glob("*.safetensors"):
+            weights.unlink()
     processor.save_pretrained(str(out))
     # from here on, the processor a user gets from the saved folder
     processor = Florence2Processor.from_pretrained(str(out))
