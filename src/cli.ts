@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { type FlagSpec, type FlagValues, parseFlags, requireFlag, usage } from "./cli_args.ts";
-import { readEnvironment } from "./config.ts";
+import { environmentVariables, readEnvironment } from "./config.ts";
 import { FlorenceError } from "./errors.ts";
 import { runBench } from "./bench.ts";
 import { loadFlorence } from "./mod.ts";
@@ -161,9 +161,53 @@ async function cmdBench(argv: string[]): Promise<number> {
   return 0;
 }
 
+const SERVE_FLAGS: Record<string, FlagSpec> = {
+  config: { kind: "string", help: "config file (YAML or JSON); default $FLORENCE_EDGE_CONFIG, else embedded defaults" },
+  model: { kind: "string", help: "model folder or hub id (overrides model.path)" },
+  source: { kind: "string", help: "one camera's source: rtsp://…, http(s)://…/snapshot.jpg, /dev/videoN, csi://N, a video file or an image folder" },
+  mqtt: { kind: "string", help: "broker URL, e.g. mqtt://homeassistant.local:1883 (default: an embedded broker on 127.0.0.1)" },
+  "topic-prefix": { kind: "string", help: "MQTT topic prefix (default florence-edge)" },
+  camera: { kind: "string", help: "the camera's name for --source/--task (a topic segment)" },
+  task: { kind: "strings", help: 'task for that camera, e.g. "<OD>"; repeat for several (one vision pass per frame)' },
+  text: { kind: "string", help: "text input for the --task tasks that take one" },
+  interval: { kind: "number", min: 0, max: 86400, help: "seconds between runs of the --task tasks (0: every frame)" },
+  precision: MODEL_FLAGS["precision"]!,
+  backend: MODEL_FLAGS["backend"]!,
+  "metrics-port": { kind: "int", min: 0, max: 65535, help: "serve Prometheus /metrics on this port (127.0.0.1)" },
+  "log-level": { kind: "string", choices: ["debug", "info", "warn", "error"], help: "log level (default info)" },
+  duration: { kind: "number", min: 0.1, max: 1e9, help: "stop after this many seconds (demos and tests)" },
+  echo: { kind: "boolean", help: "print one line per published result (default on with embedded defaults)" },
+};
+
 async function cmdServe(argv: string[]): Promise<number> {
-  const { runDemo } = await import("./demo.ts");
-  return runDemo(argv);
+  const { flags } = parseFlags("serve", argv, SERVE_FLAGS);
+  const { loadServiceConfig } = await import("./service/config.ts");
+  const { serve } = await import("./service/serve.ts");
+  const env = environmentVariables();
+  const config = loadServiceConfig(
+    {
+      ...(flags["config"] !== undefined ? { config: flags["config"] as string } : {}),
+      ...(flags["model"] !== undefined ? { model: flags["model"] as string } : {}),
+      ...(flags["source"] !== undefined ? { source: flags["source"] as string } : {}),
+      ...(flags["mqtt"] !== undefined ? { mqtt: flags["mqtt"] as string } : {}),
+      ...(flags["topic-prefix"] !== undefined ? { topicPrefix: flags["topic-prefix"] as string } : {}),
+      ...(flags["camera"] !== undefined ? { camera: flags["camera"] as string } : {}),
+      ...(flags["task"] !== undefined ? { task: flags["task"] as string[] } : {}),
+      ...(flags["text"] !== undefined ? { text: flags["text"] as string } : {}),
+      ...(flags["interval"] !== undefined ? { interval: flags["interval"] as number } : {}),
+      ...(flags["precision"] !== undefined ? { precision: flags["precision"] as string } : {}),
+      ...(flags["backend"] !== undefined ? { backend: flags["backend"] as string } : {}),
+      ...(flags["metrics-port"] !== undefined ? { metricsPort: flags["metrics-port"] as number } : {}),
+      ...(flags["log-level"] !== undefined ? { logLevel: flags["log-level"] as string } : {}),
+    },
+    env,
+  );
+  const embedded = config.cameras.length === 0 && config.mqtt.url === undefined;
+  return serve(config, {
+    env: readEnvironment(env),
+    echo: flags["echo"] === true || (embedded && flags["echo"] !== false),
+    ...(flags["duration"] !== undefined ? { durationS: flags["duration"] as number } : {}),
+  });
 }
 
 const HELP = `florence-edge ${packageVersion()} — Florence-2 on ONNX Runtime (CPU) and TensorRT (NVIDIA GPUs)
@@ -171,7 +215,7 @@ const HELP = `florence-edge ${packageVersion()} — Florence-2 on ONNX Runtime (
   florence-edge infer --model DIR --image PATH --task "<OD>" [--text T] [--num-beams N] [--max-new-tokens N] [--json]
   florence-edge parse --task "<OD>" --text RAW --image-size 640x480 [--json]
   florence-edge bench --model DIR --image PATH --task T [--num-beams N] [--max-new-tokens N] --runs N [--json]
-  florence-edge serve [...]            (camera → Florence-2 → MQTT service)
+  florence-edge serve [--config FILE] [--model DIR] [--source SRC] [--mqtt URL] [--topic-prefix P] [--camera NAME] [--task T …]
 
 Run a subcommand with --help for its flags.`;
 
@@ -179,7 +223,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summa
   infer: { run: cmdInfer, summary: "run tasks on one image", specs: { ...MODEL_FLAGS, ...TASK_FLAGS } },
   parse: { run: cmdParse, summary: "post-process a raw generated text" },
   bench: { run: cmdBench, summary: "time the pipeline warm, in one process: medians, p90 and per-stage medians" },
-  serve: { run: cmdServe, summary: "run the service" },
+  serve: { run: cmdServe, summary: "run the camera → Florence-2 → MQTT service", specs: SERVE_FLAGS },
 };
 
 export async function main(argv: string[]): Promise<number> {
