@@ -250,7 +250,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (error) {
     if (error instanceof FlorenceError) {
       process.stderr.write(`florence-edge ${command}: ${error.code}: ${error.message}\n`);
-      return error.code === "INVALID_ARGUMENT" ? 2 : 1;
+      return error.code === "INVALID_ARGUMENT" || error.code === "CONFIG_INVALID" ? 2 : 1;
     }
     throw error;
   }

@@ -250,3 +250,251 @@ export async function resizeWithSharp(image: RgbImage, width: number, height: nu
     .toBuffer({ resolveWithObject: true });
   return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, info.width * info.height * 3) };
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Snapshots: a camera frame with a task's result drawn on it, as JPEG (for the MQTT snapshot topic).
+
+import { Buffer } from "node:buffer";
+
+/** An axis-aligned box in the image's pixel coordinates (x1, y1, x2, y2), as Florence-2's `bboxes`. */
+export interface SnapshotBox {
+  box: readonly number[];
+  label?: string;
+  score?: number | null;
+}
+
+/** A closed outline in pixel coordinates: polygon vertices, or a text quad's four corners. */
+export interface SnapshotShape {
+  points: ReadonlyArray<readonly number[]>;
+  label?: string;
+  score?: number | null;
+}
+
+/** What to draw; src/service/overlay.ts builds it from any task's result. */
+export interface SnapshotOverlay {
+  boxes?: readonly SnapshotBox[];
+  polygons?: readonly SnapshotShape[];
+  quads?: readonly SnapshotShape[];
+  /** A text result (caption, OCR): drawn in a banner at the bottom. */
+  caption?: string;
+}
+
+export interface SnapshotOptions {
+  /** JPEG quality 1..100; default 80. */
+  quality?: number;
+  /** Downscale wider images to this width (the overlay is scaled with them); default: keep the size. */
+  maxWidth?: number;
+}
+
+/** Shapes drawn at most, so a runaway result cannot make a huge SVG. */
+const MAX_SNAPSHOT_SHAPES = 2000;
+const MAX_LABEL_CHARS = 80;
+// distinct, saturated colours readable under white text; picked per label so a class keeps its colour
+const HALO = 'stroke="#000000" stroke-opacity="0.55" stroke-width="';
+const SNAPSHOT_PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#008080", "#f032e6", "#9a6324", "#800000", "#000075", "#808000", "#46a0d0"];
+
+/** Text for an SVG text node: XML-escaped, without the characters XML 1.0 forbids (which would fail the parse). */
+export function escapeSvgText(text: string): string {
+  let out = "";
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const d = text.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        out += text[i]! + text[i + 1]!;
+        i++;
+        continue;
+      }
+    }
+    if (c >= 0xd800 && c <= 0xdfff) out += "\ufffd"; // unpaired surrogate
+    else if (c === 0x09 || c === 0x0a || c === 0x0d) out += " ";
+    else if (c < 0x20 || c === 0xfffe || c === 0xffff) continue;
+    else if (c === 0x26) out += "&amp;";
+    else if (c === 0x3c) out += "&lt;";
+    else if (c === 0x3e) out += "&gt;";
+    else if (c === 0x22) out += "&quot;";
+    else if (c === 0x27) out += "&apos;";
+    else out += text[i]!;
+  }
+  return out;
+}
+
+function paletteColour(label: string | undefined): string {
+  // FNV-1a over the label: stable across runs and processes
+  let h = 0x811c9dc5;
+  const text = label ?? "";
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return SNAPSHOT_PALETTE[(h >>> 0) % SNAPSHOT_PALETTE.length]!;
+}
+
+function labelText(label: string | undefined, score: number | null | undefined): string {
+  const name = (label ?? "").trim();
+  const withScore = typeof score === "number" && Number.isFinite(score) ? (name ? `${name} ${score.toFixed(2)}` : score.toFixed(2)) : name;
+  return withScore.length > MAX_LABEL_CHARS ? `${withScore.slice(0, MAX_LABEL_CHARS - 1)}…` : withScore;
+}
+
+function n1(value: number): string {
+  return (Math.round(value * 10) / 10).toString();
+}
+
+/** The overlay as an SVG of the output size; `scale` maps image pixels to output pixels. */
+function overlaySvg(overlay: SnapshotOverlay, width: number, height: number, scale: number): string | undefined {
+  const short = Math.min(width, height);
+  const stroke = Math.max(2, Math.round(short / 200));
+  // a dark halo under each coloured line: contrast on any background, and it survives JPEG's halved chroma
+  const halo = stroke + 2;
+  const fontSize = Math.min(48, Math.max(11, Math.round(short / 36)));
+  const charWidth = fontSize * 0.6;
+  const shapes: string[] = [];
+  const labels: string[] = [];
+  let budget = MAX_SNAPSHOT_SHAPES;
+
+  const addLabel = (text: string, x: number, y: number, colour: string) => {
+    if (!text) return;
+    const boxHeight = Math.round(fontSize * 1.3);
+    const boxWidth = Math.min(width, Math.round(text.length * charWidth + fontSize * 0.6));
+    // above the shape when there is room, else just inside its top edge
+    const top = y - boxHeight >= 0 ? y - boxHeight : Math.max(0, Math.min(y, height - boxHeight));
+    const left = Math.max(0, Math.min(x, width - boxWidth));
+    labels.push(
+      `<rect x="${n1(left)}" y="${n1(top)}" width="${boxWidth}" height="${boxHeight}" fill="${colour}" fill-opacity="0.85"/>`,
+      `<text x="${n1(left + fontSize * 0.3)}" y="${n1(top + fontSize * 1.0)}" font-size="${fontSize}" fill="#ffffff">${escapeSvgText(text)}</text>`,
+    );
+  };
+
+  for (const item of overlay.boxes ?? []) {
+    if (budget-- <= 0) break;
+    const b = item.box;
+    if (!b || b.length < 4) continue;
+    const x1 = Math.min(b[0]!, b[2]!) * scale;
+    const y1 = Math.min(b[1]!, b[3]!) * scale;
+    const x2 = Math.max(b[0]!, b[2]!) * scale;
+    const y2 = Math.max(b[1]!, b[3]!) * scale;
+    if (![x1, y1, x2, y2].every(Number.isFinite)) continue;
+    const colour = paletteColour(item.label);
+    const rect = `x="${n1(x1)}" y="${n1(y1)}" width="${n1(Math.max(1, x2 - x1))}" height="${n1(Math.max(1, y2 - y1))}" fill="none"`;
+    shapes.push(`<rect ${rect} ${HALO}${halo}"/>`, `<rect ${rect} stroke="${colour}" stroke-width="${stroke}"/>`);
+    addLabel(labelText(item.label, item.score), x1, y1, colour);
+  }
+  const outline = (items: readonly SnapshotShape[] | undefined, fillOpacity: number) => {
+    for (const item of items ?? []) {
+      if (budget-- <= 0) break;
+      const pts: string[] = [];
+      let minX = Infinity;
+      let minY = Infinity;
+      for (const p of item.points ?? []) {
+        const x = p[0]! * scale;
+        const y = p[1]! * scale;
+        if (!Number.isFinite(x) || !Number.isFinite(y)) continue;
+        pts.push(`${n1(x)},${n1(y)}`);
+        if (y < minY || (y === minY && x < minX)) {
+          minY = y;
+          minX = x;
+        }
+      }
+      if (pts.length < 2) continue;
+      const colour = paletteColour(item.label);
+      const points = `points="${pts.join(" ")}" stroke-linejoin="round"`;
+      shapes.push(
+        `<polygon ${points} fill="none" ${HALO}${halo}"/>`,
+        `<polygon ${points} fill="${colour}" fill-opacity="${fillOpacity}" stroke="${colour}" stroke-width="${stroke}"/>`,
+      );
+      addLabel(labelText(item.label, item.score), minX, minY, colour);
+    }
+  };
+  outline(overlay.polygons, 0.3);
+  outline(overlay.quads, 0);
+
+  const caption = overlay.caption === undefined ? "" : String(overlay.caption).replace(/\s+/g, " ").trim();
+  if (caption) {
+    const maxChars = Math.max(4, Math.floor((width - fontSize) / charWidth));
+    const text = caption.length > maxChars ? `${caption.slice(0, maxChars - 1)}…` : caption;
+    // at the bottom: labels of shapes near the top edge stay readable
+    const bannerHeight = Math.min(height, Math.round(fontSize * 1.6));
+    const bannerTop = height - bannerHeight;
+    labels.push(
+      `<rect x="0" y="${bannerTop}" width="${width}" height="${bannerHeight}" fill="#000000" fill-opacity="0.6"/>`,
+      `<text x="${n1(fontSize * 0.5)}" y="${n1(bannerTop + fontSize * 1.15)}" font-size="${fontSize}" fill="#ffffff">${escapeSvgText(text)}</text>`,
+    );
+  }
+  if (shapes.length === 0 && labels.length === 0) return undefined;
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">` +
+    `<g>${shapes.join("")}</g>` +
+    `<g font-family="DejaVu Sans, Liberation Sans, Arial, sans-serif">${labels.join("")}</g></svg>`
+  );
+}
+
+/**
+ * Draws an overlay (boxes, polygons, quads, a caption) on a frame and encodes it as JPEG. The frame is an RgbImage
+ * or the bytes of a JPEG/PNG/… file; coordinates are in the frame's pixels as decodeImage sees it (EXIF orientation
+ * not applied, like the model's input), and the JPEG is written in that same orientation without metadata.
+ */
+export async function renderSnapshot(image: RgbImage | Uint8Array, overlay: SnapshotOverlay = {}, options: SnapshotOptions = {}): Promise<Uint8Array> {
+  const quality = options.quality ?? 80;
+  if (!Number.isInteger(quality) || quality < 1 || quality > 100) {
+    throw new FlorenceError("INVALID_ARGUMENT", `renderSnapshot: quality must be an integer in 1..100, got ${describeValue(quality)}`, { fix: "pass e.g. quality: 80" });
+  }
+  const maxWidth = options.maxWidth;
+  if (maxWidth !== undefined && (!Number.isInteger(maxWidth) || maxWidth < 1)) {
+    throw new FlorenceError("INVALID_ARGUMENT", `renderSnapshot: maxWidth must be a positive integer, got ${describeValue(maxWidth)}`, { fix: "pass e.g. maxWidth: 1280, or leave it out" });
+  }
+  if (overlay === null || typeof overlay !== "object") {
+    throw new FlorenceError("INVALID_ARGUMENT", `renderSnapshot: overlay must be an object, got ${describeValue(overlay)}`, { fix: "pass { boxes, polygons, quads, caption } (see overlayFromResult)" });
+  }
+
+  let pipeline: ReturnType<typeof sharp>;
+  let width: number;
+  let height: number;
+  if (image instanceof Uint8Array) {
+    if (image.length === 0) throw unreadable(image, "it is empty (0 bytes)");
+    let metadata: Metadata;
+    try {
+      metadata = await sharp(image, { failOn: FAIL_ON, limitInputPixels: false, pages: 1 }).metadata();
+    } catch (error) {
+      throw unreadable(image, errorText(error), error);
+    }
+    width = metadata.width;
+    height = metadata.height;
+    if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
+      throw unreadable(image, `its header gives no valid size (${String(width)}x${String(height)})`);
+    }
+    if (width * height > DEFAULT_MAX_PIXELS) throw tooLarge(image, width, height, DEFAULT_MAX_PIXELS);
+    pipeline = sharp(image, { failOn: FAIL_ON, limitInputPixels: DEFAULT_MAX_PIXELS, pages: 1, autoOrient: false });
+  } else {
+    const valid =
+      image !== null &&
+      typeof image === "object" &&
+      Number.isInteger(image.width) &&
+      Number.isInteger(image.height) &&
+      image.width > 0 &&
+      image.height > 0 &&
+      image.data instanceof Uint8Array &&
+      image.data.length >= image.width * image.height * 3;
+    if (!valid) {
+      const got = image && typeof image === "object" ? `${String(image.width)}x${String(image.height)} with ${image.data?.length ?? "no"} bytes` : describeValue(image);
+      throw new FlorenceError("INVALID_ARGUMENT", `renderSnapshot: image must be an RgbImage (width × height × 3 bytes) or encoded image bytes, got ${got}`, {
+        fix: "pass a frame's JPEG/PNG bytes or the RgbImage from decodeImage",
+      });
+    }
+    width = image.width;
+    height = image.height;
+    pipeline = sharp(image.data.subarray(0, width * height * 3), { raw: { width, height, channels: 3 } });
+  }
+
+  const scale = maxWidth !== undefined && width > maxWidth ? maxWidth / width : 1;
+  const outWidth = scale === 1 ? width : maxWidth!;
+  const outHeight = scale === 1 ? height : Math.max(1, Math.round(height * scale));
+  if (scale !== 1) pipeline = pipeline.resize(outWidth, outHeight, { fit: "fill" });
+  // drop alpha without compositing, as PIL's convert("RGB") does for the model's input
+  pipeline = pipeline.removeAlpha();
+  const svg = overlaySvg(overlay, outWidth, outHeight, scale);
+  if (svg !== undefined) pipeline = pipeline.composite([{ input: Buffer.from(svg, "utf8"), top: 0, left: 0 }]);
+  try {
+    const jpeg = await pipeline.toColourspace("srgb").jpeg({ quality, chromaSubsampling: "4:2:0" }).toBuffer();
+    return new Uint8Array(jpeg.buffer, jpeg.byteOffset, jpeg.length);
+  } catch (error) {
+    if (image instanceof Uint8Array) throw unreadable(image, errorText(error), error);
+    throw new FlorenceError("ENGINE_FAILED", `renderSnapshot: encoding the snapshot failed: ${errorText(error)}`, { cause: error });
+  }
+}
