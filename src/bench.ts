@@ -81,7 +81,7 @@ export function timedEngine(inner: Engine): { engine: Engine; take: () => number
 export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const { env, backend, threads, log, ...load } = options.load;
   const dir = await resolveModelDir(options.model, env, { ...(load.precision ? { precision: load.precision } : {}), ...(log ? { log } : {}) });
-  const inner = await createEngine(backend ?? "auto", { ...(threads ?? env.threads ? { threads: (threads ?? env.threads)! } : {}), ...(log ? { log } : {}) });
+  const inner = await createEngine(backend ?? "auto", { ...(threads ?? env.threads ? { threads: (threads ?? env.threads)! } : {}), ...(log ? { log } : {}), modelDir: dir, cacheDir: env.cacheDir });
   const { engine, take } = timedEngine(inner);
   const model = await Florence2.load(dir, { ...load, engine });
   const totals: number[] = [];

@@ -2,7 +2,7 @@
  * florence-edge public library API. Everything a program (or the service) needs is exported here, and only here.
  */
 import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import type { RuntimeEnvironment } from "./config.ts";
 import type { Engine } from "./engine/engine.ts";
 import { OnnxRuntimeEngine } from "./engine/onnxruntime/onnxruntime.ts";
@@ -10,6 +10,7 @@ import { FlorenceError } from "./errors.ts";
 import { Florence2, type LoadOptions } from "./florence/florence2.ts";
 import { DEFAULT_HUB_MODEL, downloadModel, isHubId } from "./florence/hub.ts";
 import type { Precision } from "./florence/model_files.ts";
+import { packageRoot } from "./paths.ts";
 
 export { FlorenceError, isFlorenceError, type ErrorCode } from "./errors.ts";
 export { Florence2, type GenerateOptions, type LoadOptions, type StageTimings, type TaskRequest, type TaskResult, type VisionFeatures } from "./florence/florence2.ts";
@@ -36,15 +37,35 @@ export interface OpenOptions extends Omit<LoadOptions, "engine"> {
   log?: (line: string) => void;
 }
 
-/** Creates the engine for a backend choice; `auto` picks TensorRT when engines for this GPU exist. */
-export async function createEngine(choice: BackendChoice, options: { threads?: number; log?: (line: string) => void }): Promise<Engine> {
+/**
+ * Creates the engine for a backend choice. `auto` picks TensorRT when engines built for this GPU and TensorRT
+ * version exist for the model (in the cache's engines/ or the package's engines/), else ONNX Runtime on the CPU,
+ * and says which it chose and why.
+ */
+export async function createEngine(
+  choice: BackendChoice,
+  options: { threads?: number; log?: (line: string) => void; modelDir?: string; cacheDir?: string },
+): Promise<Engine> {
+  let reason = "no model folder to look up engines for";
+  if (choice !== "onnxruntime" && options.modelDir !== undefined) {
+    // loaded only here, so CPU-only runs never load koffi or look for CUDA
+    const trt = await import("./engine/tensorrt/runtime.ts");
+    const roots = [...(options.cacheDir ? [join(options.cacheDir, "engines")] : []), join(packageRoot(), "engines")];
+    const found = await trt.findEngines(roots, basename(options.modelDir.replace(/[\\/]+$/, "")));
+    if (found.ok) {
+      const engine = await trt.openTensorRt({ engineDir: found.engineDir, modelDir: options.modelDir, ...(options.log ? { log: options.log } : {}) });
+      options.log?.(`backend: ${engine.description}${choice === "auto" ? " (auto: engines for this GPU found)" : ""}`);
+      return engine;
+    }
+    reason = found.reason;
+  }
   if (choice === "tensorrt") {
-    throw new FlorenceError("ENGINE_UNAVAILABLE", "the TensorRT backend is not available in this build", {
-      fix: "use --backend onnxruntime (or auto); TensorRT engines are built with `npm run build:engines` once the TensorRT backend lands",
+    throw new FlorenceError("ENGINE_UNAVAILABLE", `the TensorRT backend cannot run: ${reason}`, {
+      fix: "build engines for this GPU with `npm run build:engines -- --model DIR`, or use --backend onnxruntime",
     });
   }
   const engine = new OnnxRuntimeEngine(options.threads ? { intraOpThreads: options.threads } : {});
-  options.log?.(`backend: ${engine.description}${choice === "auto" ? " (auto: no TensorRT engines for this machine)" : ""}`);
+  options.log?.(`backend: ${engine.description}${choice === "auto" ? ` (auto: ${reason})` : ""}`);
   return engine;
 }
 
@@ -64,7 +85,12 @@ export async function resolveModelDir(model: string, env: RuntimeEnvironment, op
 /** Opens a Florence-2 model (folder or hub id) on the chosen backend. Dispose the model, then its engine. */
 export async function loadFlorence(model: string = DEFAULT_HUB_MODEL, options: OpenOptions): Promise<Florence2> {
   const dir = await resolveModelDir(model, options.env, { ...(options.precision ? { precision: options.precision } : {}), ...(options.log ? { log: options.log } : {}) });
-  const engine = await createEngine(options.backend ?? "auto", { ...(options.threads ?? options.env.threads ? { threads: (options.threads ?? options.env.threads)! } : {}), ...(options.log ? { log: options.log } : {}) });
+  const engine = await createEngine(options.backend ?? "auto", {
+    ...(options.threads ?? options.env.threads ? { threads: (options.threads ?? options.env.threads)! } : {}),
+    ...(options.log ? { log: options.log } : {}),
+    modelDir: dir,
+    cacheDir: options.env.cacheDir,
+  });
   try {
     const { env: _env, backend: _backend, threads: _threads, log: _log, ...load } = options;
     return await Florence2.load(dir, { ...load, engine });

@@ -70,6 +70,8 @@ export interface VisionFeatures {
   readonly timings: { decode_ms?: number; preprocess_ms: number; vision_ms: number };
 }
 
+const MAX_CACHED_PROMPTS = 64;
+
 function now(): number {
   return performance.now();
 }
@@ -105,6 +107,7 @@ export class Florence2 {
   #pixelBuffer: Float32Array | undefined;
   // coefficient tables and scratch buffers: camera frames repeat one size, so nothing is allocated per frame
   readonly #resizeCache: ResizeCache = createResizeCache();
+  readonly #promptIds = new Map<string, readonly number[]>();
   #disposed = false;
 
   private constructor(files: ModelFiles, tokenizer: Tokenizer, imageProcessor: ImageProcessorConfig, graphs: Map<GraphName, Graph>, options: LoadOptions) {
@@ -122,8 +125,8 @@ export class Florence2 {
     const imageProcessor = parseImageProcessorConfig(files.imageProcessor, files.imageProcessorSource);
     const graphs = new Map<GraphName, Graph>();
     const wanted: GraphName[] = ["vision_encoder", "embed_tokens", "encoder_model"];
-    // the merged decoder when present; else the split pair
-    if (files.graphs.decoder_model_merged) wanted.push("decoder_model_merged");
+    // the merged decoder when present; else the split pair (TensorRT cannot build the merged graph's If node)
+    if (files.graphs.decoder_model_merged && options.engine.backend !== "tensorrt") wanted.push("decoder_model_merged");
     else wanted.push("decoder_model", "decoder_with_past_model");
     try {
       for (const name of wanted) graphs.set(name, await options.engine.loadGraph(name, files.graphs[name]!));
@@ -187,7 +190,14 @@ export class Florence2 {
   /** The prompt's token ids: `<s>` + HF's prompt text + `</s>` (HF puts the 577 <image> placeholders before them). */
   promptIds(request: TaskRequest, imageSize: { width: number; height: number }): number[] {
     const prompt = constructPrompt(request.task, request.text, imageSize);
-    return this.tokenizer.encode(`<s>${prompt}</s>`);
+    // a camera loop asks for the same few prompts every frame
+    let ids = this.#promptIds.get(prompt);
+    if (!ids) {
+      ids = this.tokenizer.encode(`<s>${prompt}</s>`);
+      if (this.#promptIds.size >= MAX_CACHED_PROMPTS) this.#promptIds.delete(this.#promptIds.keys().next().value!);
+      this.#promptIds.set(prompt, ids);
+    }
+    return [...ids];
   }
 
   generationConfig(options: GenerateOptions = {}): GenerationConfig {
@@ -230,7 +240,9 @@ export class Florence2 {
     const encoderMs = now() - t0;
 
     t0 = now();
-    const decoder = await createDecoder({
+    // a GPU backend keeps the KV cache on the device with its own DecoderStep
+    const factory = (this.engine as { createDecoder?: typeof createDecoder }).createDecoder?.bind(this.engine) ?? createDecoder;
+    const decoder = await factory({
       graphs: this.#graphs,
       config: this.files.config.text,
       encoderHiddenStates: encoded,
