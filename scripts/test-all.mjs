@@ -3,9 +3,10 @@
 // Exit code: non-zero when any suite fails. Usage: node scripts/test-all.mjs [pattern]
 import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
 
 const require = createRequire(import.meta.url);
-const uvu = require.resolve("uvu/bin.js");
+const uvu = join(dirname(require.resolve("uvu")), "..", "bin.js");
 const pattern = process.argv[2];
 let passed = 0;
 let failed = 0;

@@ -87,6 +87,7 @@ class GraphDecoder implements DecoderStep {
   readonly #selfCache = new Map<string, Tensor>();
   /** Cross-attention cache from the first step, by past input name. */
   readonly #crossCache = new Map<string, Tensor>();
+  readonly #presentToPast = new Map<string, { past: string; cross: boolean } | null>();
   readonly #firstFeeds: Record<string, Tensor> = {};
   readonly #laterFeeds: Record<string, Tensor> = {};
   #steps = 0;
@@ -197,16 +198,26 @@ class GraphDecoder implements DecoderStep {
     }
     const out = await graph.run(feeds);
     this.#checkDisposedDuringRun(out);
-    for (const [name, value] of Object.entries(out)) {
-      const present = PRESENT.exec(name);
-      if (!present) continue;
-      const pastName = `past_key_values.${present[1]}.${present[2]}.${present[3]}`;
+    for (const name in out) {
+      const link = this.#pastFor(name);
+      if (!link) continue;
       // after the first step the merged graph's encoder outputs are placeholders: the cross-attention cache stays
-      if (present[2] === "decoder") this.#selfCache.set(pastName, value);
-      else if (first) this.#crossCache.set(pastName, value);
+      if (!link.cross) this.#selfCache.set(link.past, out[name]!);
+      else if (first) this.#crossCache.set(link.past, out[name]!);
     }
     this.#steps++;
     return this.#lastLogits(out["logits"], graph);
+  }
+
+  /** The past input a present output feeds, parsed once per name (every step returns the same names). */
+  #pastFor(output: string): { past: string; cross: boolean } | null {
+    let link = this.#presentToPast.get(output);
+    if (link === undefined) {
+      const present = PRESENT.exec(output);
+      link = present ? { past: `past_key_values.${present[1]}.${present[2]}.${present[3]}`, cross: present[2] === "encoder" } : null;
+      this.#presentToPast.set(output, link);
+    }
+    return link;
   }
 
   #checkDisposedDuringRun(out: Record<string, Tensor>): void {

@@ -15,7 +15,8 @@ import {
   type ResampleFilter,
   type ResizeCache,
   createResizeCache,
-  resampleRgb,
+  levelsToPlanes,
+  resampleRgbInCache,
 } from "./resize.ts";
 
 export type ImageSize = { height: number; width: number };
@@ -220,15 +221,13 @@ export function pixelValues(
         "call resizeWithSharp(image, width, height) from image.ts first (it is asynchronous), or use resize \"pil\"",
       );
     }
-    const bytes = config.size.width * config.size.height * 3;
-    if (cache.resized.length < bytes) cache.resized = new Uint8Array(bytes);
     const filter = RESAMPLE_FILTERS[config.resample];
     if (!filter || (mode === "torchvision" && filter !== "bicubic" && filter !== "bilinear")) {
       throw new FlorenceError("CONFIG_INVALID", `resample ${config.resample} is not supported with resize "${mode}"`, {
         fix: 'use resample 3 (bicubic), or resize "pil" for lanczos, box and hamming',
       });
     }
-    image = resampleRgb(rgb, config.size.width, config.size.height, mode, filter, cache, cache.resized);
+    image = resampleRgbInCache(rgb, config.size.width, config.size.height, mode, filter, cache);
   }
 
   let top = 0;
@@ -256,17 +255,6 @@ export function pixelValues(
     throw invalidArgument(`pixelValues: output has ${target.length} elements, needs 3 × ${height} × ${width} = ${3 * plane}`,
       "allocate new Float32Array(3 * height * width) once and reuse it");
   }
-  const table = levelTable(config, mode);
-  const src = image.data;
-  const rowBytes = image.width * 3;
-  let o = 0;
-  for (let y = 0; y < height; y++) {
-    let p = (top + y) * rowBytes + left * 3;
-    for (let x = 0; x < width; x++, p += 3, o++) {
-      target[o] = table[src[p]!]!;
-      target[plane + o] = table[256 + src[p + 1]!]!;
-      target[2 * plane + o] = table[512 + src[p + 2]!]!;
-    }
-  }
+  levelsToPlanes(image, { top, left, width, height }, levelTable(config, mode), target, cache);
   return target;
 }

@@ -14,6 +14,9 @@
  * Images are HWC RGB uint8. Coefficient tables depend only on (input size, output size, filter, arithmetic) and are
  * kept in a `ResizeCache` the caller owns, together with scratch buffers, so camera frames of a repeating size do
  * no per-frame table work or allocation.
+ *
+ * Both passes run as WebAssembly SIMD kernels (assembled below, no build step) doing the same integer arithmetic
+ * four to sixteen bytes at a time; the JS loops are the fallback where WebAssembly is unavailable.
  */
 
 import { FlorenceError } from "../errors.ts";
@@ -50,13 +53,21 @@ export type ResizeCache = {
   resized: Uint8Array;
   /** One output row of vertical-pass sums. */
   accumulator: Int32Array;
+  /** "simd": the WebAssembly kernels when this runtime has them (default); "js": the JS loops only. */
+  readonly kernels: "simd" | "js";
+  /** The WebAssembly kernels' instance and memory, made on first use; null once they proved unavailable. */
+  simd: SimdKernels | null | undefined;
 };
 
 /** Keeps a handful of sizes; a camera stream needs two entries. */
 const MAX_CACHED_TABLES = 16;
 
-export function createResizeCache(): ResizeCache {
-  return { tables: new Map(), horizontal: new Uint8Array(0), resized: new Uint8Array(0), accumulator: new Int32Array(0) };
+export function createResizeCache(options: { kernels?: "simd" | "js" } = {}): ResizeCache {
+  const kernels = options.kernels ?? "simd";
+  if (kernels !== "simd" && kernels !== "js") {
+    throw invalid(`kernels must be "simd" or "js", got ${String(kernels)}`, 'leave it out (the fastest available) or pass "js"');
+  }
+  return { tables: new Map(), horizontal: new Uint8Array(0), resized: new Uint8Array(0), accumulator: new Int32Array(0), kernels, simd: undefined };
 }
 
 const PIL_PRECISION_BITS = 32 - 8 - 2;
@@ -320,6 +331,363 @@ function resampleColumns(
   }
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// WebAssembly SIMD kernels: resampleRows, resampleColumns and the uint8 → float planes lookup of pixelValues, with
+// the same integer arithmetic (i32 sums of uint8 × fixed-point weight, arithmetic shift, saturation to 0..255 by
+// the narrowing instructions). The module is assembled from opcodes so there is no build step and no binary blob.
+
+type Code = number[];
+
+function uleb(value: number): Code {
+  const out: Code = [];
+  do {
+    let byte = value & 0x7f;
+    value >>>= 7;
+    if (value !== 0) byte |= 0x80;
+    out.push(byte);
+  } while (value !== 0);
+  return out;
+}
+
+function sleb(value: number): Code {
+  const out: Code = [];
+  for (;;) {
+    const byte = value & 0x7f;
+    value >>= 7;
+    if ((value === 0 && (byte & 0x40) === 0) || (value === -1 && (byte & 0x40) !== 0)) {
+      out.push(byte);
+      return out;
+    }
+    out.push(byte | 0x80);
+  }
+}
+
+const I32 = 0x7f;
+const V128 = 0x7b;
+const VOID = 0x40;
+const OP = {
+  block: 0x02, loop: 0x03, if: 0x04, else: 0x05, end: 0x0b, br: 0x0c, brIf: 0x0d, localGet: 0x20, localSet: 0x21,
+  i32Load: 0x28, f32Load: 0x2a, i32Load8U: 0x2d, f32Store: 0x38, i32Const: 0x41, i32Eq: 0x46, i32GeS: 0x4e,
+  i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32Shl: 0x74, i32ShrS: 0x75,
+} as const;
+// 0xfd-prefixed opcodes (WebAssembly SIMD, https://github.com/WebAssembly/simd BinarySIMD.md)
+const SIMD = {
+  load: 0x00, load32Splat: 0x09, store: 0x0b, i32x4Splat: 0x11, i8x16NarrowI16x8U: 0x66, load32Zero: 0x5c,
+  store32Lane: 0x5a, i16x8NarrowI32x4S: 0x85, i16x8ExtendLowI8x16U: 0x89, i16x8ExtendHighI8x16U: 0x8a,
+  i32x4ExtendLowI16x8U: 0xa9, i32x4ExtendHighI16x8U: 0xaa, i32x4ShrS: 0xac, i32x4Add: 0xae, i32x4Mul: 0xb5,
+} as const;
+
+const get = (local: number): Code => [OP.localGet, ...uleb(local)];
+const set = (local: number): Code => [OP.localSet, ...uleb(local)];
+const i32 = (value: number): Code => [OP.i32Const, ...sleb(value)];
+const simd = (op: number, ...immediates: number[]): Code => [0xfd, ...uleb(op), ...immediates];
+/** A memory access: alignment exponent and byte offset. */
+const mem = (op: number, align: number, offset = 0): Code => [op, align, ...uleb(offset)];
+const simdMem = (op: number, align: number, offset = 0): Code => simd(op, align, ...uleb(offset));
+const addTo = (local: number, amount: Code): Code => [...get(local), ...amount, OP.i32Add, ...set(local)];
+/** `for (counter = 0; counter < limit; counter++) body` over i32 locals. */
+const count = (counter: number, limit: number, body: Code): Code => [
+  ...i32(0), ...set(counter),
+  OP.block, VOID, OP.loop, VOID,
+  ...get(counter), ...get(limit), OP.i32GeS, OP.brIf, 1,
+  ...body,
+  ...addTo(counter, i32(1)),
+  OP.br, 0, OP.end, OP.end,
+];
+/** i32 array element `base[index]`. */
+const element = (base: number, index: number): Code => [...get(base), ...get(index), ...i32(2), OP.i32Shl, OP.i32Add, ...mem(OP.i32Load, 2)];
+/** i32x4.splat(1 << (shift - 1)), the rounding offset. */
+const halfOf = (shift: number): Code => [...i32(1), ...get(shift), ...i32(1), OP.i32Sub, OP.i32Shl, ...simd(SIMD.i32x4Splat)];
+/** (acc >> shift), one i32x4. */
+const shifted = (acc: number, shift: number): Code => [...get(acc), ...get(shift), ...simd(SIMD.i32x4ShrS)];
+/** acc += widen(lanes) × weight, i32x4. */
+const multiplyAdd = (acc: number, lanes: Code, weight: number): Code => [...get(acc), ...lanes, ...get(weight), ...simd(SIMD.i32x4Mul), ...simd(SIMD.i32x4Add), ...set(acc)];
+
+interface KernelFunction {
+  name: string;
+  params: number;
+  locals: [number, number][];
+  body: Code;
+}
+
+/**
+ * rows(src, srcRowBytes, rowCount, outWidth, start, count, weights, strideBytes, out, shift): the horizontal pass,
+ * one output pixel (R, G, B and a spare lane) per i32x4. Reads one byte past a row's last pixel and writes one byte
+ * past each output pixel (the next pixel's first byte, written next), so both buffers need 16 bytes of slack.
+ */
+function rowsKernel(): KernelFunction {
+  const [src, srcRowBytes, rowCount, outWidth, start, counts, weights, strideBytes, out, shift] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+  const [y, x, tap, taps, p, w] = [10, 11, 12, 13, 14, 15];
+  const [half, acc, weight] = [16, 17, 18];
+  const pixel = (offset: number): Code => [...get(p), ...simdMem(SIMD.load32Zero, 0, offset), ...simd(SIMD.i16x8ExtendLowI8x16U), ...simd(SIMD.i32x4ExtendLowI16x8U)];
+  const tapAt = (k: number): Code => [...get(w), ...simdMem(SIMD.load32Splat, 2, 4 * k), ...set(weight), ...multiplyAdd(acc, pixel(3 * k), weight)];
+  const body = [
+    ...halfOf(shift), ...set(half),
+    ...count(y, rowCount, [
+      ...count(x, outWidth, [
+        ...element(counts, x), ...set(taps),
+        ...get(src), ...element(start, x), ...i32(3), OP.i32Mul, OP.i32Add, ...set(p),
+        ...get(weights), ...get(x), ...get(strideBytes), OP.i32Mul, OP.i32Add, ...set(w),
+        ...get(half), ...set(acc),
+        // four taps (any upscale) unrolled; other windows loop
+        ...get(taps), ...i32(4), OP.i32Eq, OP.if, VOID,
+        ...tapAt(0), ...tapAt(1), ...tapAt(2), ...tapAt(3),
+        OP.else,
+        ...count(tap, taps, [...tapAt(0), ...addTo(p, i32(3)), ...addTo(w, i32(4))]),
+        OP.end,
+        // saturating narrows i32 → i16 → u8 clip to 0..255; only lanes 0-3 are stored, so acc is just a filler operand
+        ...get(out), ...shifted(acc, shift), ...get(acc), ...simd(SIMD.i16x8NarrowI32x4S), ...get(acc), ...simd(SIMD.i8x16NarrowI16x8U),
+        ...simdMem(SIMD.store32Lane, 0), 0,
+        ...addTo(out, i32(3)),
+      ]),
+      ...addTo(src, get(srcRowBytes)),
+    ]),
+  ];
+  return { name: "rows", params: 10, locals: [[6, I32], [3, V128]], body };
+}
+
+/**
+ * columns(src, rowBytes, outHeight, start, count, weights, strideBytes, rowOffset, out, shift): the vertical pass,
+ * sixteen bytes of a row per step. Rows are padded to 16 bytes: reads and writes run up to 15 bytes past a row (the
+ * next row's start, written after it), so both buffers need 16 bytes of slack.
+ */
+function columnsKernel(): KernelFunction {
+  const [src, rowBytes, outHeight, start, counts, weights, strideBytes, rowOffset, out, shift] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+  const [y, x, tap, taps, base, p, w, chunks] = [10, 11, 12, 13, 14, 15, 16, 17];
+  const [half, a0, a1, a2, a3, bytes, low, high, weight] = [18, 19, 20, 21, 22, 23, 24, 25, 26];
+  const body = [
+    ...halfOf(shift), ...set(half),
+    ...get(rowBytes), ...i32(15), OP.i32Add, ...i32(4), OP.i32ShrS, ...set(chunks),
+    ...count(y, outHeight, [
+      ...element(counts, y), ...set(taps),
+      ...get(src), ...element(start, y), ...get(rowOffset), OP.i32Sub, ...get(rowBytes), OP.i32Mul, OP.i32Add, ...set(base),
+      ...count(x, chunks, [
+        ...get(half), ...set(a0), ...get(half), ...set(a1), ...get(half), ...set(a2), ...get(half), ...set(a3),
+        ...get(base), ...get(x), ...i32(4), OP.i32Shl, OP.i32Add, ...set(p),
+        ...get(weights), ...get(y), ...get(strideBytes), OP.i32Mul, OP.i32Add, ...set(w),
+        ...count(tap, taps, [
+          ...get(p), ...simdMem(SIMD.load, 0), ...set(bytes),
+          ...get(w), ...simdMem(SIMD.load32Splat, 2), ...set(weight),
+          ...get(bytes), ...simd(SIMD.i16x8ExtendLowI8x16U), ...set(low),
+          ...get(bytes), ...simd(SIMD.i16x8ExtendHighI8x16U), ...set(high),
+          ...multiplyAdd(a0, [...get(low), ...simd(SIMD.i32x4ExtendLowI16x8U)], weight),
+          ...multiplyAdd(a1, [...get(low), ...simd(SIMD.i32x4ExtendHighI16x8U)], weight),
+          ...multiplyAdd(a2, [...get(high), ...simd(SIMD.i32x4ExtendLowI16x8U)], weight),
+          ...multiplyAdd(a3, [...get(high), ...simd(SIMD.i32x4ExtendHighI16x8U)], weight),
+          ...addTo(p, get(rowBytes)), ...addTo(w, i32(4)),
+        ]),
+        ...get(out), ...get(x), ...i32(4), OP.i32Shl, OP.i32Add,
+        ...shifted(a0, shift), ...shifted(a1, shift), ...simd(SIMD.i16x8NarrowI32x4S),
+        ...shifted(a2, shift), ...shifted(a3, shift), ...simd(SIMD.i16x8NarrowI32x4S),
+        ...simd(SIMD.i8x16NarrowI16x8U), ...simdMem(SIMD.store, 0),
+      ]),
+      ...addTo(out, get(rowBytes)),
+    ]),
+  ];
+  return { name: "columns", params: 10, locals: [[8, I32], [9, V128]], body };
+}
+
+/**
+ * planes(src, rowBytes, width, height, levels, out): out[c·H·W + y·W + x] = levels[c·256 + src[y·rowBytes + 3x + c]]
+ * in float32, uint8 HWC → CHW through a per-channel table (pixelValues' rescale + normalise).
+ */
+function planesKernel(): KernelFunction {
+  const [src, rowBytes, width, height, levels, out] = [0, 1, 2, 3, 4, 5];
+  const [y, x, p, planeBytes] = [6, 7, 8, 9];
+  const channel = (c: number): Code => [
+    ...get(out), ...(c > 0 ? [...get(planeBytes), ...i32(c), OP.i32Mul, OP.i32Add] : []),
+    ...get(levels), ...get(p), ...mem(OP.i32Load8U, 0, c), ...i32(2), OP.i32Shl, OP.i32Add, ...mem(OP.f32Load, 2, c * 1024),
+    ...mem(OP.f32Store, 2),
+  ];
+  const body = [
+    ...get(width), ...get(height), OP.i32Mul, ...i32(2), OP.i32Shl, ...set(planeBytes),
+    ...count(y, height, [
+      ...get(src), ...get(y), ...get(rowBytes), OP.i32Mul, OP.i32Add, ...set(p),
+      ...count(x, width, [...channel(0), ...channel(1), ...channel(2), ...addTo(p, i32(3)), ...addTo(out, i32(4))]),
+    ]),
+  ];
+  return { name: "planes", params: 6, locals: [[4, I32]], body };
+}
+
+function assembleKernels(): Uint8Array<ArrayBuffer> {
+  const functions = [rowsKernel(), columnsKernel(), planesKernel()];
+  const vector = (items: Code[]): Code => [...uleb(items.length), ...items.flat()];
+  const name = (text: string): Code => vector([...text].map((ch) => [ch.charCodeAt(0)]));
+  const section = (id: number, body: Code): Code => [id, ...uleb(body.length), ...body];
+  const bodies = functions.map((f) => {
+    const code = [...vector(f.locals.map(([n, type]) => [...uleb(n), type])), ...f.body, OP.end];
+    return [...uleb(code.length), ...code];
+  });
+  return new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, vector(functions.map((f) => [0x60, ...vector(new Array<Code>(f.params).fill([I32])), 0]))),
+    ...section(2, vector([[...name("env"), ...name("memory"), 0x02, 0x00, 0x01]])),
+    ...section(3, vector(functions.map((_, index) => uleb(index)))),
+    ...section(7, vector(functions.map((f, index) => [...name(f.name), 0x00, ...uleb(index)]))),
+    ...section(10, vector(bodies)),
+  ]);
+}
+
+/** The compiled module, or undefined where WebAssembly (or its SIMD) is unavailable (e.g. node --jitless). */
+const KERNEL_MODULE: WebAssembly.Module | undefined = (() => {
+  try {
+    const bytes = assembleKernels();
+    return typeof WebAssembly === "object" && WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+type KernelExports = {
+  rows(src: number, srcRowBytes: number, rowCount: number, outWidth: number, start: number, count: number, weights: number, strideBytes: number, out: number, shift: number): void;
+  columns(src: number, rowBytes: number, outHeight: number, start: number, count: number, weights: number, strideBytes: number, rowOffset: number, out: number, shift: number): void;
+  planes(src: number, rowBytes: number, width: number, height: number, levels: number, out: number): void;
+};
+
+/** One instance of the kernels and its memory, owned by one ResizeCache. */
+export type SimdKernels = {
+  readonly memory: WebAssembly.Memory;
+  readonly run: KernelExports;
+  /** The size of the resampled image last written, at offset 0 of memory (pixelValues reads it in place). */
+  resized: { width: number; height: number } | undefined;
+};
+
+const SLACK = 16;
+const PAGE = 65536;
+
+function simdKernels(cache: ResizeCache): SimdKernels | null {
+  if (cache.simd !== undefined) return cache.simd;
+  if (cache.kernels !== "simd" || !KERNEL_MODULE) return (cache.simd = null);
+  const memory = new WebAssembly.Memory({ initial: 1 });
+  const instance = new WebAssembly.Instance(KERNEL_MODULE, { env: { memory } });
+  return (cache.simd = { memory, run: instance.exports as unknown as KernelExports, resized: undefined });
+}
+
+/**
+ * Byte offsets of consecutive regions (16-byte aligned, with slack), growing the memory to hold them; undefined
+ * when it cannot grow that far (the caller falls back to the JS loops).
+ */
+function layout(kernels: SimdKernels, sizes: readonly number[]): number[] | undefined {
+  const offsets: number[] = [];
+  let end = 0;
+  for (const size of sizes) {
+    offsets.push(end);
+    end += (size + SLACK + 15) & ~15;
+  }
+  const have = kernels.memory.buffer.byteLength;
+  if (end > have) {
+    try {
+      kernels.memory.grow(Math.ceil((end - have) / PAGE));
+    } catch {
+      return undefined;
+    }
+  }
+  return offsets;
+}
+
+/** Copies an axis' tables into memory at `at`: start, count, weights (int32). */
+function writeAxis(memory: Int32Array, at: number, axis: AxisCoefficients): { start: number; count: number; weights: number } {
+  const start = at;
+  const count = start + axis.outSize * 4;
+  const weights = count + axis.outSize * 4;
+  memory.set(axis.start, start >> 2);
+  memory.set(axis.count, count >> 2);
+  memory.set(axis.weights, weights >> 2);
+  return { start, count, weights };
+}
+
+function axisBytes(axis: AxisCoefficients | undefined): number {
+  return axis ? (2 * axis.outSize + axis.weights.length) * 4 : 0;
+}
+
+/**
+ * The resampled image at offset 0 of the kernels' memory (valid until their next use): resampleRows on the source
+ * rows the vertical pass reads, then resampleColumns, exactly as the JS path. Undefined when memory runs out.
+ */
+function resampleSimd(
+  kernels: SimdKernels,
+  src: RgbImage,
+  width: number,
+  height: number,
+  horizontal: AxisCoefficients | undefined,
+  vertical: AxisCoefficients | undefined,
+): Uint8Array | undefined {
+  const outBytes = width * height * 3;
+  const srcBytes = src.width * src.height * 3;
+  const firstRow = vertical ? vertical.start[0]! : 0;
+  const lastRow = vertical ? vertical.start[height - 1]! + vertical.count[height - 1]! : src.height;
+  const middleBytes = horizontal && vertical ? width * (lastRow - firstRow) * 3 : 0;
+  kernels.resized = undefined;
+  const offsets = layout(kernels, [outBytes, srcBytes, middleBytes, axisBytes(horizontal) + axisBytes(vertical)]);
+  if (!offsets) return undefined;
+  const [outAt, srcAt, middleAt, tablesAt] = offsets as [number, number, number, number];
+  const bytes = new Uint8Array(kernels.memory.buffer);
+  const words = new Int32Array(kernels.memory.buffer);
+  bytes.set(src.data.subarray(0, srcBytes), srcAt);
+  const hTables = horizontal ? writeAxis(words, tablesAt, horizontal) : undefined;
+  const vTables = vertical ? writeAxis(words, tablesAt + axisBytes(horizontal), vertical) : undefined;
+  const srcRowBytes = src.width * 3;
+  let rows = srcAt;
+  let rowOffset = 0;
+  if (hTables) {
+    const to = vertical ? middleAt : outAt;
+    kernels.run.rows(srcAt + firstRow * srcRowBytes, srcRowBytes, lastRow - firstRow, width, hTables.start, hTables.count, hTables.weights, horizontal!.stride * 4, to, horizontal!.precision);
+    rows = to;
+    rowOffset = firstRow;
+  }
+  if (vTables) {
+    kernels.run.columns(rows, width * 3, height, vTables.start, vTables.count, vTables.weights, vertical!.stride * 4, rowOffset, outAt, vertical!.precision);
+  }
+  kernels.resized = { width, height };
+  return bytes.subarray(outAt, outAt + outBytes);
+}
+
+/**
+ * `out[c·H·W + i] = levels[c·256 + image[3i + c]]` for the `region` of `image`: uint8 HWC → float32 CHW through a
+ * per-channel table of 3 × 256 values. Reads the last resampled image in place when it is that image.
+ */
+export function levelsToPlanes(
+  image: RgbImage,
+  region: { top: number; left: number; width: number; height: number },
+  levels: Float32Array,
+  out: Float32Array,
+  cache?: ResizeCache,
+): void {
+  const { top, left, width, height } = region;
+  if (levels.length !== 3 * 256 || out.length !== 3 * width * height || top < 0 || left < 0 || top + height > image.height || left + width > image.width) {
+    throw invalid(`levelsToPlanes: region ${width}x${height}+${left}+${top} of a ${image.width}x${image.height} image into ${out.length} floats`, "pass a region inside the image, 768 levels and 3 × width × height floats");
+  }
+  const kernels = cache ? simdKernels(cache) : null;
+  const rowBytes = image.width * 3;
+  const imageBytes = image.width * image.height * 3;
+  const last = kernels?.resized;
+  const inPlace = kernels && last !== undefined && last.width === image.width && last.height === image.height &&
+    image.data.buffer === kernels.memory.buffer && image.data.byteOffset === 0;
+  const offsets = kernels ? layout(kernels, [imageBytes, levels.length * 4, out.length * 4]) : undefined;
+  if (kernels && offsets) {
+    const [imageAt, levelsAt, outAt] = offsets as [number, number, number];
+    if (!inPlace) {
+      kernels.resized = undefined;
+      new Uint8Array(kernels.memory.buffer).set(image.data.subarray(0, imageBytes), imageAt);
+    }
+    new Float32Array(kernels.memory.buffer, levelsAt, levels.length).set(levels);
+    kernels.run.planes(imageAt + top * rowBytes + left * 3, rowBytes, width, height, levelsAt, outAt);
+    out.set(new Float32Array(kernels.memory.buffer, outAt, out.length));
+    return;
+  }
+  const plane = width * height;
+  const data = image.data;
+  let o = 0;
+  for (let y = 0; y < height; y++) {
+    let p = (top + y) * rowBytes + left * 3;
+    for (let x = 0; x < width; x++, p += 3, o++) {
+      out[o] = levels[data[p]!]!;
+      out[plane + o] = levels[256 + data[p + 1]!]!;
+      out[2 * plane + o] = levels[512 + data[p + 2]!]!;
+    }
+  }
+}
+
 const MAX_SIDE = 1 << 20;
 
 function invalid(message: string, fix: string): FlorenceError {
@@ -345,6 +713,27 @@ export function resampleRgb(
   cache: ResizeCache = createResizeCache(),
   out?: Uint8Array,
 ): RgbImage {
+  const target = out ?? new Uint8Array(checkResample(src, width, height, arithmetic, filter));
+  return { width, height, data: resample(src, width, height, arithmetic, filter, cache, target) };
+}
+
+/**
+ * resampleRgb into the cache's scratch memory, without a copy: the image is valid until the cache's next use.
+ * pixelValues reads it straight from there.
+ */
+export function resampleRgbInCache(
+  src: RgbImage,
+  width: number,
+  height: number,
+  arithmetic: ResizeArithmetic,
+  filter: ResampleFilter,
+  cache: ResizeCache,
+): RgbImage {
+  return { width, height, data: resample(src, width, height, arithmetic, filter, cache, undefined) };
+}
+
+/** Validates a resample request; returns the output size in bytes. */
+function checkResample(src: RgbImage, width: number, height: number, arithmetic: ResizeArithmetic, filter: ResampleFilter): number {
   checkSize("source width", src.width);
   checkSize("source height", src.height);
   checkSize("width", width);
@@ -358,22 +747,45 @@ export function resampleRgb(
   if (arithmetic === "torchvision" && filter !== "bicubic" && filter !== "bilinear") {
     throw invalid(`torchvision arithmetic supports bicubic and bilinear, not ${filter}`, 'use the "pil" arithmetic');
   }
-  const outBytes = width * height * 3;
-  const target = out ?? new Uint8Array(outBytes);
-  if (target.length < outBytes) {
+  return width * height * 3;
+}
+
+/** The resampled bytes: in `target` when given, else in the cache's scratch memory. */
+function resample(
+  src: RgbImage,
+  width: number,
+  height: number,
+  arithmetic: ResizeArithmetic,
+  filter: ResampleFilter,
+  cache: ResizeCache,
+  target: Uint8Array | undefined,
+): Uint8Array {
+  const outBytes = checkResample(src, width, height, arithmetic, filter);
+  if (target && target.length < outBytes) {
     throw invalid(`output buffer has ${target.length} bytes, needs ${outBytes}`, "pass a buffer of width × height × 3 bytes");
   }
   const needHorizontal = width !== src.width;
   const needVertical = height !== src.height;
-  if (!needHorizontal && !needVertical) {
-    target.set(src.data.subarray(0, outBytes));
-    return { width, height, data: target };
-  }
   const vertical = needVertical ? axisCoefficients(cache, arithmetic, filter, src.height, height) : undefined;
+  const horizontal = needHorizontal ? axisCoefficients(cache, arithmetic, filter, src.width, width) : undefined;
+  const kernels = simdKernels(cache);
+  const resized = kernels && (horizontal || vertical) ? resampleSimd(kernels, src, width, height, horizontal, vertical) : undefined;
+  if (resized) {
+    if (!target) return resized;
+    target.set(resized);
+    return target;
+  }
+  if (!target) {
+    if (cache.resized.length < outBytes) cache.resized = new Uint8Array(outBytes);
+    target = cache.resized;
+  }
+  if (!horizontal && !vertical) {
+    target.set(src.data.subarray(0, outBytes));
+    return target;
+  }
   let rows: Uint8Array = src.data;
   let rowOffset = 0;
-  if (needHorizontal) {
-    const horizontal = axisCoefficients(cache, arithmetic, filter, src.width, width);
+  if (horizontal) {
     // Pillow only resamples the source rows the vertical pass reads; for torchvision's arithmetic (which does all
     // rows) the result is the same.
     let firstRow = 0;
@@ -384,9 +796,9 @@ export function resampleRgb(
     }
     const count = lastRow - firstRow;
     const bytes = width * count * 3;
-    if (!needVertical) {
+    if (!vertical) {
       resampleRows(src.data, src.width, firstRow, count, horizontal, target);
-      return { width, height, data: target };
+      return target;
     }
     if (cache.horizontal.length < bytes) cache.horizontal = new Uint8Array(bytes);
     resampleRows(src.data, src.width, firstRow, count, horizontal, cache.horizontal);
@@ -395,7 +807,7 @@ export function resampleRgb(
   }
   if (cache.accumulator.length < width * 3) cache.accumulator = new Int32Array(width * 3);
   resampleColumns(rows, width, rowOffset, vertical!, target, cache.accumulator);
-  return { width, height, data: target };
+  return target;
 }
 
 /** `PIL.Image.resize((width, height), Image.BICUBIC)` on an RGB image, byte for byte. */

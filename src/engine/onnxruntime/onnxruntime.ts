@@ -7,6 +7,8 @@ export interface OnnxRuntimeOptions {
   /** Threads inside one operator; default: ONNX Runtime's choice (all cores). */
   intraOpThreads?: number;
   graphOptimizationLevel?: "disabled" | "basic" | "extended" | "all";
+  /** Let idle ORT threads spin (default false: Florence-2 runs many small graphs back to back). */
+  allowSpinning?: boolean;
 }
 
 function valueInfo(meta: ort.InferenceSession.ValueMetadata): ValueInfo {
@@ -73,6 +75,8 @@ export class OnnxRuntimeEngine implements Engine {
         graphOptimizationLevel: this.#options.graphOptimizationLevel ?? "all",
         ...(this.#options.intraOpThreads ? { intraOpNumThreads: this.#options.intraOpThreads } : {}),
         logSeverityLevel: 3,
+        // idle worker threads spinning between runs steal the core the next graph needs (2-core Jetsons, this CI)
+        extra: { session: { intra_op: { allow_spinning: this.#options.allowSpinning ? "1" : "0" } } },
       });
     } catch (cause) {
       throw new FlorenceError("MODEL_FILE_INVALID", `ONNX Runtime cannot load ${name} from ${path}: ${(cause as Error).message}`, {

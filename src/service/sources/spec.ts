@@ -1,0 +1,302 @@
+/**
+ * What `createSource` takes: one discriminated union by `type` (the same field names as the service config's
+ * `SourceConfig`, so a parsed camera's `source` can be passed straight in), plus the options every source shares.
+ * `normalizeSpec` fills the defaults and rejects bad values with a FlorenceError naming the value and the fix.
+ */
+import type { SpawnOptions } from "node:child_process";
+import { describeValue, FlorenceError } from "../../errors.ts";
+import type { PlatformInfo } from "./platform.ts";
+
+export type DecoderChoice = "auto" | "ffmpeg" | "gstreamer";
+/** How frames come out of a video pipeline: JPEG bytes (default; passed through where the camera sends JPEG) or packed RGB24. */
+export type OutputFormat = "jpeg" | "rgb24";
+
+export interface VideoOutputOptions {
+  /** "jpeg" (default) or "rgb24"; rgb24 needs `width` and `height`. */
+  output?: OutputFormat | undefined;
+  /** Scale to this size (one of them alone keeps the aspect ratio; rgb24 needs both). */
+  width?: number | undefined;
+  height?: number | undefined;
+  /** JPEG quality 1..100 of re-encoded frames (default 90); mapped to ffmpeg's -q:v approximately. */
+  jpegQuality?: number | undefined;
+}
+
+export interface FileSourceSpec extends VideoOutputOptions {
+  type: "file";
+  path: string;
+  /** Start over at the end (default true); false: the source ends with state "ended". */
+  loop?: boolean | undefined;
+  /** Output frame rate; default: the file's own. */
+  fps?: number | undefined;
+  /** Pace at real time (default true); false reads as fast as the consumer takes frames. */
+  realtime?: boolean | undefined;
+}
+
+export interface FolderSourceSpec {
+  type: "folder";
+  path: string;
+  loop?: boolean | undefined;
+  /** Images per second (default 1). */
+  fps?: number | undefined;
+}
+
+export type VideoCodec = "auto" | "h264" | "h265";
+
+export interface RtspSourceSpec extends VideoOutputOptions {
+  type: "rtsp";
+  /** rtsp:// or rtsps://, credentials may be in the URL (they are masked in descriptions and reasons). */
+  url: string;
+  transport?: "tcp" | "udp" | undefined;
+  /** Socket I/O timeout in seconds (default 10): ffmpeg -timeout, GStreamer tcp-timeout. */
+  timeoutS?: number | undefined;
+  /** Limit the output frame rate (frames are dropped in the decoder process, not here). */
+  fps?: number | undefined;
+  /** Stream codec for the GStreamer path (default auto: parsebin picks the depayloader and parser). */
+  codec?: VideoCodec | undefined;
+  /** GStreamer rtspsrc jitter-buffer latency in ms (default 200). */
+  latencyMs?: number | undefined;
+  username?: string | undefined;
+  password?: string | undefined;
+}
+
+export interface V4l2SourceSpec extends VideoOutputOptions {
+  type: "v4l2";
+  /** /dev/videoN (default /dev/video0). */
+  device?: string | undefined;
+  /** What to ask the camera for: "mjpeg" (default; JPEGs pass through without re-encoding) or "yuyv". */
+  format?: "mjpeg" | "yuyv" | undefined;
+  fps?: number | undefined;
+}
+
+export interface CsiSourceSpec extends Omit<VideoOutputOptions, "width" | "height"> {
+  type: "csi";
+  /** nvarguscamerasrc sensor-id (default 0). */
+  sensorId?: number | undefined;
+  /** Capture size (default 1920x1080) and rate (default 30). */
+  width?: number | undefined;
+  height?: number | undefined;
+  fps?: number | undefined;
+  /** nvvidconv flip-method 0..7 (default 0). */
+  flipMethod?: number | undefined;
+}
+
+export interface HttpSourceSpec {
+  type: "http";
+  /** http:// or https:// URL of one JPEG (or PNG) snapshot; basic-auth credentials may be in the URL. */
+  url: string;
+  /** Seconds between polls (default 1). */
+  intervalS?: number | undefined;
+  /** Per-request timeout in seconds (default 5). */
+  timeoutS?: number | undefined;
+  username?: string | undefined;
+  password?: string | undefined;
+  headers?: Record<string, string> | undefined;
+}
+
+export type SourceSpec = FileSourceSpec | FolderSourceSpec | RtspSourceSpec | V4l2SourceSpec | CsiSourceSpec | HttpSourceSpec;
+export type SourceType = SourceSpec["type"];
+
+export interface BackoffOptions {
+  /** First restart delay in seconds (default 1); doubles per consecutive failure. */
+  initialS?: number | undefined;
+  /** Largest delay in seconds (default 60). */
+  maxS?: number | undefined;
+  /** Running this long with frames resets the delay to initialS (default 30). */
+  healthyS?: number | undefined;
+}
+
+/** Starts a subprocess; the default is node:child_process spawn. Tests inject one to watch or fake processes. */
+export type SpawnProcess = (file: string, args: readonly string[], options: SpawnOptions) => import("node:child_process").ChildProcess;
+
+export interface CommonSourceOptions {
+  /** The camera's name (frames and statuses carry it). */
+  camera: string;
+  decoder?: DecoderChoice | undefined;
+  /** Restart a source that delivers no frame for this long (default 10 s; never less than 2 frame intervals + 1 s). */
+  stallTimeoutS?: number | undefined;
+  backoff?: BackoffOptions | undefined;
+  /** Where dropped frames are counted (the camera's LatestFrame slot); reported as framesDropped. */
+  drops?: { readonly dropped: number } | undefined;
+  /** Default: detected from /etc/nv_tegra_release and /proc/device-tree/model. */
+  platform?: PlatformInfo | undefined;
+  spawnProcess?: SpawnProcess | undefined;
+  ffmpegPath?: string | undefined;
+  gstLaunchPath?: string | undefined;
+  /** Largest frame the reassembly buffer holds before dropping it as corrupt (default 32 MiB). */
+  maxFrameBytes?: number | undefined;
+}
+
+export type CreateSourceOptions = SourceSpec & CommonSourceOptions;
+
+// ---- normalized (defaults filled, validated) ----
+
+export interface OutputShape {
+  format: OutputFormat;
+  width: number | undefined;
+  height: number | undefined;
+  jpegQuality: number;
+}
+
+export type NormalizedSpec =
+  | { type: "file"; path: string; loop: boolean; fps: number | undefined; realtime: boolean; out: OutputShape }
+  | { type: "folder"; path: string; loop: boolean; fps: number }
+  | { type: "rtsp"; url: string; transport: "tcp" | "udp"; timeoutS: number; fps: number | undefined; codec: VideoCodec; latencyMs: number; username: string | undefined; password: string | undefined; out: OutputShape }
+  | { type: "v4l2"; device: string; format: "mjpeg" | "yuyv"; fps: number | undefined; out: OutputShape }
+  | { type: "csi"; sensorId: number; width: number; height: number; fps: number; flipMethod: number; out: OutputShape }
+  | { type: "http"; url: string; intervalS: number; timeoutS: number; username: string | undefined; password: string | undefined; headers: Record<string, string> };
+
+export type VideoSpec = Exclude<NormalizedSpec, { type: "folder" } | { type: "http" }>;
+
+function bad(camera: string, key: string, value: unknown, expected: string, fix?: string): never {
+  throw new FlorenceError("CONFIG_INVALID", `camera ${JSON.stringify(camera)}: source.${key} must be ${expected}, got ${describeValue(value)}`, fix ? { fix } : {});
+}
+
+function positive(camera: string, key: string, value: unknown, fallback: number, max?: number): number;
+function positive(camera: string, key: string, value: unknown, fallback: undefined, max?: number): number | undefined;
+function positive(camera: string, key: string, value: unknown, fallback: number | undefined, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0 || value > max) bad(camera, key, value, `a number in (0, ${max}]`);
+  return value;
+}
+
+function dimension(camera: string, key: string, value: unknown, fallback?: number): number | undefined {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 16 || value > 16384) bad(camera, key, value, "an integer pixel size in 16..16384");
+  return value;
+}
+
+function text(camera: string, key: string, value: unknown, fallback?: string): string {
+  if (value === undefined && fallback !== undefined) return fallback;
+  if (typeof value !== "string" || value.length === 0) bad(camera, key, value, "a non-empty string");
+  if (/[\0\n\r]/.test(value)) bad(camera, key, value, "free of NUL and line breaks");
+  return value;
+}
+
+function optionalText(camera: string, key: string, value: unknown): string | undefined {
+  return value === undefined ? undefined : text(camera, key, value);
+}
+
+function choice<T extends string>(camera: string, key: string, value: unknown, choices: readonly T[], fallback: T): T {
+  if (value === undefined) return fallback;
+  if (!choices.includes(value as T)) bad(camera, key, value, `one of ${choices.join(", ")}`);
+  return value as T;
+}
+
+function flag(camera: string, key: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== "boolean") bad(camera, key, value, "true or false");
+  return value;
+}
+
+function url(camera: string, key: string, value: unknown, schemes: readonly string[], example: string): string {
+  const raw = text(camera, key, value);
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    bad(camera, key, "(unparsable URL)", `a URL like ${example}`);
+  }
+  if (!schemes.includes(parsed.protocol.replace(/:$/, ""))) bad(camera, key, `${parsed.protocol}//…`, `a ${schemes.join(" or ")} URL`, `e.g. ${example}`);
+  if (parsed.hostname === "") bad(camera, key, "(no host)", `a URL with a host, like ${example}`);
+  return raw;
+}
+
+function output(camera: string, spec: VideoOutputOptions, size?: { width: number; height: number }): OutputShape {
+  const format = choice(camera, "output", spec.output, ["jpeg", "rgb24"] as const, "jpeg");
+  const width = size?.width ?? dimension(camera, "width", spec.width);
+  const height = size?.height ?? dimension(camera, "height", spec.height);
+  const quality = spec.jpegQuality;
+  if (quality !== undefined && (typeof quality !== "number" || !Number.isInteger(quality) || quality < 1 || quality > 100)) bad(camera, "jpegQuality", quality, "an integer in 1..100");
+  if (format === "rgb24" && (width === undefined || height === undefined)) {
+    bad(camera, "output", format, "used with both width and height", "set width and height (frames are scaled to that size), or use output: jpeg");
+  }
+  return { format, width, height, jpegQuality: quality ?? 90 };
+}
+
+export function normalizeSpec(options: CreateSourceOptions): NormalizedSpec {
+  const camera = options.camera;
+  if (typeof camera !== "string" || camera.length === 0) {
+    throw new FlorenceError("CONFIG_INVALID", `camera name must be a non-empty string, got ${describeValue(camera)}`, { fix: "pass { camera: \"front-door\", … }" });
+  }
+  const spec = options as SourceSpec;
+  switch (spec.type) {
+    case "file":
+      return {
+        type: "file",
+        path: text(camera, "path", spec.path),
+        loop: flag(camera, "loop", spec.loop, true),
+        fps: positive(camera, "fps", spec.fps, undefined, 240),
+        realtime: flag(camera, "realtime", spec.realtime, true),
+        out: output(camera, spec),
+      };
+    case "folder":
+      return { type: "folder", path: text(camera, "path", spec.path), loop: flag(camera, "loop", spec.loop, true), fps: positive(camera, "fps", spec.fps, 1, 240) };
+    case "rtsp":
+      return {
+        type: "rtsp",
+        url: url(camera, "url", spec.url, ["rtsp", "rtsps"], "rtsp://user:pass@192.168.1.10:554/stream1"),
+        transport: choice(camera, "transport", spec.transport, ["tcp", "udp"] as const, "tcp"),
+        timeoutS: positive(camera, "timeoutS", spec.timeoutS, 10, 3600),
+        fps: positive(camera, "fps", spec.fps, undefined, 240),
+        codec: choice(camera, "codec", spec.codec, ["auto", "h264", "h265"] as const, "auto"),
+        latencyMs: spec.latencyMs === undefined ? 200 : Math.round(positive(camera, "latencyMs", spec.latencyMs, 200, 60000)),
+        username: optionalText(camera, "username", spec.username),
+        password: optionalText(camera, "password", spec.password),
+        out: output(camera, spec),
+      };
+    case "v4l2": {
+      const device = text(camera, "device", spec.device, "/dev/video0");
+      if (!device.startsWith("/dev/")) bad(camera, "device", device, "a device path like /dev/video0");
+      return { type: "v4l2", device, format: choice(camera, "format", spec.format, ["mjpeg", "yuyv"] as const, "mjpeg"), fps: positive(camera, "fps", spec.fps, undefined, 240), out: output(camera, spec) };
+    }
+    case "csi": {
+      const sensorId = spec.sensorId ?? 0;
+      if (typeof sensorId !== "number" || !Number.isInteger(sensorId) || sensorId < 0 || sensorId > 15) bad(camera, "sensorId", sensorId, "an integer in 0..15");
+      const flipMethod = spec.flipMethod ?? 0;
+      if (typeof flipMethod !== "number" || !Number.isInteger(flipMethod) || flipMethod < 0 || flipMethod > 7) bad(camera, "flipMethod", flipMethod, "an integer in 0..7 (nvvidconv flip-method)");
+      const width = dimension(camera, "width", spec.width, 1920)!;
+      const height = dimension(camera, "height", spec.height, 1080)!;
+      return { type: "csi", sensorId, width, height, fps: positive(camera, "fps", spec.fps, 30, 240), flipMethod, out: output(camera, spec, { width, height }) };
+    }
+    case "http": {
+      const headers = spec.headers ?? {};
+      if (typeof headers !== "object" || headers === null || Object.values(headers).some((v) => typeof v !== "string")) bad(camera, "headers", headers, "a mapping of header names to strings");
+      return {
+        type: "http",
+        url: url(camera, "url", spec.url, ["http", "https"], "http://192.168.1.10/snapshot.jpg"),
+        intervalS: positive(camera, "intervalS", spec.intervalS, 1, 86400),
+        timeoutS: positive(camera, "timeoutS", spec.timeoutS, 5, 3600),
+        username: optionalText(camera, "username", spec.username),
+        password: optionalText(camera, "password", spec.password),
+        headers,
+      };
+    }
+    default:
+      throw new FlorenceError("CONFIG_INVALID", `camera ${JSON.stringify(camera)}: source.type must be one of file, folder, rtsp, v4l2, csi, http, got ${describeValue((spec as { type?: unknown }).type)}`, {
+        fix: 'e.g. { type: "rtsp", url: "rtsp://…" }',
+      });
+  }
+}
+
+export interface NormalizedCommon {
+  camera: string;
+  decoder: DecoderChoice;
+  stallTimeoutS: number;
+  backoff: { initialS: number; maxS: number; healthyS: number };
+  maxFrameBytes: number;
+}
+
+export function normalizeCommon(options: CreateSourceOptions): NormalizedCommon {
+  const camera = options.camera;
+  const backoff = options.backoff ?? {};
+  const initialS = positive(camera, "backoff.initialS", backoff.initialS, 1, 3600);
+  const maxS = positive(camera, "backoff.maxS", backoff.maxS, 60, 86400);
+  if (maxS < initialS) bad(camera, "backoff.maxS", maxS, `at least backoff.initialS (${initialS})`);
+  return {
+    camera,
+    decoder: choice(camera, "decoder", options.decoder, ["auto", "ffmpeg", "gstreamer"] as const, "auto"),
+    stallTimeoutS: positive(camera, "stallTimeoutS", options.stallTimeoutS, 10, 86400),
+    backoff: { initialS, maxS, healthyS: positive(camera, "backoff.healthyS", backoff.healthyS, 30, 86400) },
+    maxFrameBytes: Math.round(positive(camera, "maxFrameBytes", options.maxFrameBytes, 32 * 1024 * 1024, 2 ** 31)),
+  };
+}
