@@ -97,7 +97,10 @@ test("serve: results, status, stats, commands and a clean SIGTERM over a real br
 
     child.kill("SIGTERM");
     const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r("timeout"), 20000))]);
-    assert.is(code, 0, `exit code after SIGTERM\n${stderr.slice(-2000)}`);
+    // under Deno the child is the service running under Deno, and Deno's child_process reports a signalled child's
+    // exit code as null even when it exits 0 by itself; the "stopped" log line and message below still prove the exit path
+    const deno = (globalThis as { Deno?: unknown }).Deno !== undefined;
+    assert.ok(code === 0 || (deno && code === null), `exit code after SIGTERM: ${code}\n${stderr.slice(-2000)}`);
     await waitFor("stopped", 5000, () => (text("fe-test/available").at(-1) === "stopped" ? true : undefined));
     assert.ok(/"msg":"stopped"/.test(stderr), "the log says stopped");
   } finally {
