@@ -27,8 +27,11 @@ export interface Graph {
   readonly path: string;
   readonly inputs: readonly ValueInfo[];
   readonly outputs: readonly ValueInfo[];
-  /** Runs the graph. Missing or extra feeds, wrong types or ranks are refused with ENGINE_INPUT_INVALID. */
-  run(feeds: Readonly<Record<string, Tensor>>): Promise<Record<string, Tensor>>;
+  /**
+   * Runs the graph. Missing or extra feeds, wrong types or ranks are refused with ENGINE_INPUT_INVALID.
+   * `outputs` limits what comes back (a backend may still compute the rest); default: every output.
+   */
+  run(feeds: Readonly<Record<string, Tensor>>, outputs?: readonly string[]): Promise<Record<string, Tensor>>;
   dispose(): Promise<void>;
 }
 

@@ -196,7 +196,8 @@ class GraphDecoder implements DecoderStep {
         feeds[name] = cached ?? this.#emptyPast.get(name)!;
       }
     }
-    const out = await graph.run(feeds);
+    // after the first step the cross-attention presents are placeholders: don't copy them out every step
+    const out = first ? await graph.run(feeds) : await graph.run(feeds, this.#laterOutputs(graph));
     this.#checkDisposedDuringRun(out);
     for (const name in out) {
       const link = this.#pastFor(name);
@@ -207,6 +208,13 @@ class GraphDecoder implements DecoderStep {
     }
     this.#steps++;
     return this.#lastLogits(out["logits"], graph);
+  }
+
+  #laterOutputNames: string[] | undefined;
+
+  #laterOutputs(graph: Graph): string[] {
+    this.#laterOutputNames ??= graph.outputs.map((o) => o.name).filter((name) => !this.#pastFor(name)?.cross);
+    return this.#laterOutputNames;
   }
 
   /** The past input a present output feeds, parsed once per name (every step returns the same names). */

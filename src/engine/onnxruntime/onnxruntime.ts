@@ -30,7 +30,7 @@ class OnnxRuntimeGraph implements Graph {
     this.outputs = session.outputMetadata.map(valueInfo);
   }
 
-  async run(feeds: Readonly<Record<string, Tensor>>): Promise<Record<string, Tensor>> {
+  async run(feeds: Readonly<Record<string, Tensor>>, outputs?: readonly string[]): Promise<Record<string, Tensor>> {
     const session = this.#session;
     if (!session) throw new FlorenceError("DISPOSED", `graph ${this.name} was disposed`, { fix: "load the model again" });
     checkFeeds(this, feeds);
@@ -39,12 +39,14 @@ class OnnxRuntimeGraph implements Graph {
       // ORT's own tensors (a previous step's outputs) go back in without a copy
       ortFeeds[name] = value instanceof ort.Tensor ? value : new ort.Tensor(value.type, value.data as never, value.dims);
     }
-    const stack = new Error().stack; // keep the caller's stack across the native call
+    // keep the caller's frames across the native call; the stack is only formatted if the run fails
+    const caller: { stack?: string } = {};
+    Error.captureStackTrace(caller, this.run);
     try {
-      return (await session.run(ortFeeds)) as unknown as Record<string, Tensor>;
+      return (await (outputs ? session.run(ortFeeds, outputs as string[]) : session.run(ortFeeds))) as unknown as Record<string, Tensor>;
     } catch (cause) {
       const error = new FlorenceError("ENGINE_FAILED", `ONNX Runtime failed running ${this.name} (${this.path}): ${(cause as Error).message}`, { cause });
-      if (stack) error.stack = `${error.name}: ${error.message}\n${stack.split("\n").slice(1).join("\n")}`;
+      if (caller.stack) error.stack = `${error.name}: ${error.message}\n${caller.stack.split("\n").slice(1).join("\n")}`;
       throw error;
     }
   }
