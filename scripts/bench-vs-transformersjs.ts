@@ -252,7 +252,8 @@ export function prepareTransformersJsFolder(modelDir: string, tempParent = tmpdi
 // ---------------------------------------------------------------------------------------------------------------
 // The two sides
 
-export type GraphRuns = Record<string, { runs: number; ms: number }>;
+export type { GraphRuns } from "../src/bench.ts";
+import type { GraphRuns } from "../src/bench.ts";
 
 interface Iteration {
   total: number;
@@ -275,46 +276,12 @@ interface Runner {
   dispose(): Promise<void>;
 }
 
-/** Wraps an engine so that every graph run is counted and timed by graph name. */
-export function perGraphEngine(inner: Engine): { engine: Engine; take: () => GraphRuns } {
-  let runs: GraphRuns = {};
-  const wrap = (graph: Graph): Graph => ({
-    name: graph.name,
-    path: graph.path,
-    inputs: graph.inputs,
-    outputs: graph.outputs,
-    async run(feeds) {
-      const t0 = performance.now();
-      try {
-        return await graph.run(feeds);
-      } finally {
-        const entry = (runs[graph.name] ??= { runs: 0, ms: 0 });
-        entry.runs++;
-        entry.ms += performance.now() - t0;
-      }
-    },
-    dispose: () => graph.dispose(),
-  });
-  return {
-    engine: {
-      backend: inner.backend,
-      description: inner.description,
-      loadGraph: async (name, path) => wrap(await inner.loadGraph(name, path)),
-      dispose: () => inner.dispose(),
-    },
-    take: () => {
-      const value = runs;
-      runs = {};
-      return value;
-    },
-  };
-}
 
 /** Ours can also run several tasks as separate runs (a vision pass each). */
 async function ourRunner(options: BenchVsOptions): Promise<Runner & { runSeparately(tasks: readonly TaskToken[]): Promise<Iteration> }> {
   const inner = new OnnxRuntimeEngine({ intraOpThreads: options.threads, graphOptimizationLevel: "all" });
   const timed = timedEngine(inner);
-  const counted = perGraphEngine(timed.engine);
+  const counted = { engine: timed.engine, take: timed.takeByGraph };
   const take = timed.take;
   const engine = counted.engine;
   const model = await Florence2.load(options.model, { engine });

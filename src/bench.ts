@@ -44,20 +44,30 @@ export function quantile(values: readonly number[], q: number): number {
   return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
 }
 
-/** Wraps an engine so that every graph run adds its wall time to a counter. */
-export function timedEngine(inner: Engine): { engine: Engine; take: () => number } {
+export type GraphRuns = Record<string, { runs: number; ms: number }>;
+
+/**
+ * Wraps an engine so that every graph run adds its wall time to a counter, in total (`take`) and per graph name
+ * (`takeByGraph`). Output selection passes through unchanged, so the wrapped engine does the same work.
+ */
+export function timedEngine(inner: Engine): { engine: Engine; take: () => number; takeByGraph: () => GraphRuns } {
   let spent = 0;
+  let byGraph: GraphRuns = {};
   const wrap = (graph: Graph): Graph => ({
     name: graph.name,
     path: graph.path,
     inputs: graph.inputs,
     outputs: graph.outputs,
-    async run(feeds) {
+    async run(feeds, outputs) {
       const t0 = performance.now();
       try {
-        return await graph.run(feeds);
+        return await graph.run(feeds, outputs);
       } finally {
-        spent += performance.now() - t0;
+        const ms = performance.now() - t0;
+        spent += ms;
+        const entry = (byGraph[graph.name] ??= { runs: 0, ms: 0 });
+        entry.runs++;
+        entry.ms += ms;
       }
     },
     dispose: () => graph.dispose(),
@@ -73,6 +83,11 @@ export function timedEngine(inner: Engine): { engine: Engine; take: () => number
     take: () => {
       const value = spent;
       spent = 0;
+      return value;
+    },
+    takeByGraph: () => {
+      const value = byGraph;
+      byGraph = {};
       return value;
     },
   };
