@@ -21,9 +21,9 @@
  * Skips (exit 0) when ffmpeg is missing.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -42,6 +42,7 @@ import { CameraLoop, type InferenceModel } from "../src/service/loop.ts";
 import { MqttPublisher } from "../src/service/mqtt.ts";
 import { createSource } from "../src/service/sources/index.ts";
 import type { Frame, FrameSource, ResultMessage } from "../src/service/types.ts";
+import { packageRoot } from "../src/paths.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Options
@@ -81,23 +82,6 @@ export const FLAGS: Record<string, FlagSpec> = {
   help: { kind: "boolean", help: "show this help" },
 };
 
-/** The folder holding package.json named florence-edge, walking up from `start`. */
-function findRepoRoot(start: string): string {
-  let dir = resolve(start);
-  for (;;) {
-    const manifest = join(dir, "package.json");
-    if (existsSync(manifest)) {
-      try {
-        if ((JSON.parse(readFileSync(manifest, "utf8")) as { name?: string }).name === "florence-edge") return dir;
-      } catch {
-        // not ours; keep walking
-      }
-    }
-    const parent = dirname(dir);
-    if (parent === dir) throw new FlorenceError("INVALID_ARGUMENT", `no florence-edge checkout above ${describeValue(start, 200)}`, { fix: "run the script from the repository, or pass --model" });
-    dir = parent;
-  }
-}
 
 export function parseServiceBenchArgs(argv: readonly string[], repoRoot: () => string): ServiceBenchOptions | "help" {
   const { flags, positional } = parseFlags("bench-service", argv, FLAGS);
@@ -617,8 +601,7 @@ export function formatReport(r: ServiceBenchReport): string {
 }
 
 async function main(argv: readonly string[]): Promise<number> {
-  const scriptDir = dirname(fileURLToPath(import.meta.url));
-  const options = parseServiceBenchArgs(argv, () => findRepoRoot(scriptDir));
+  const options = parseServiceBenchArgs(argv, () => packageRoot());
   if (options === "help") {
     process.stdout.write(`${usage("bench-service", "the serve pipeline's own cost per frame, latency and memory over time", FLAGS)}\n`);
     return 0;
@@ -632,7 +615,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const interrupted = new Promise<void>((r) => (interrupt = r));
   // Ctrl-C ends the measurement early and still reports
   process.once("SIGINT", () => interrupt());
-  const report = await runServiceBench(options, findRepoRoot(scriptDir), (text) => process.stderr.write(`${text}\n`), interrupted);
+  const report = await runServiceBench(options, packageRoot(), (text) => process.stderr.write(`${text}\n`), interrupted);
   process.stdout.write(options.json ? `${JSON.stringify(report)}\n` : `${formatReport(report)}\n`);
   return 0;
 }

@@ -30,7 +30,6 @@ import { FlorenceError, describeValue } from "../src/errors.ts";
 import { Florence2, type GenerateOptions, type TaskResult } from "../src/florence/florence2.ts";
 import { TASKS, type TaskToken, isTaskToken } from "../src/florence/tasks.ts";
 import { OnnxRuntimeEngine } from "../src/engine/onnxruntime/onnxruntime.ts";
-import type { Engine, Graph } from "../src/engine/engine.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Options
@@ -70,27 +69,6 @@ export const FLAGS: Record<string, FlagSpec> = {
   help: { kind: "boolean", help: "show this help" },
 };
 
-/** The folder holding package.json named florence-edge, walking up from `start`. */
-export function findRepoRoot(start: string): string {
-  let dir = resolve(start);
-  for (;;) {
-    const manifest = join(dir, "package.json");
-    if (existsSync(manifest)) {
-      try {
-        if ((JSON.parse(readFileSync(manifest, "utf8")) as { name?: string }).name === "florence-edge") return dir;
-      } catch {
-        // not ours; keep walking
-      }
-    }
-    const parent = dirname(dir);
-    if (parent === dir) {
-      throw new FlorenceError("INVALID_ARGUMENT", `no florence-edge checkout above ${describeValue(start, 200)}`, {
-        fix: "run the script from the repository, or pass --model and --image explicitly",
-      });
-    }
-    dir = parent;
-  }
-}
 
 function taskFlag(flag: string, value: unknown, fallback: TaskToken): TaskToken {
   if (value === undefined) return fallback;
@@ -254,6 +232,7 @@ export function prepareTransformersJsFolder(modelDir: string, tempParent = tmpdi
 
 export type { GraphRuns } from "../src/bench.ts";
 import type { GraphRuns } from "../src/bench.ts";
+import { packageRoot } from "../src/paths.ts";
 
 interface Iteration {
   total: number;
@@ -686,8 +665,7 @@ export function formatReport(r: BenchVsReport): string {
 }
 
 async function main(argv: readonly string[]): Promise<number> {
-  const scriptDir = dirname(fileURLToPath(import.meta.url));
-  const options = parseBenchArgs(argv, () => findRepoRoot(scriptDir));
+  const options = parseBenchArgs(argv, () => packageRoot());
   if (options === "help") {
     process.stdout.write(`${usage("bench-vs-transformersjs", "florence-edge vs transformers.js, same graphs, one process", FLAGS)}\n`);
     return 0;

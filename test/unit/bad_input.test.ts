@@ -6,19 +6,10 @@ import { join } from "node:path";
 import { OnnxRuntimeEngine } from "../../src/engine/onnxruntime/onnxruntime.ts";
 import { Florence2 } from "../../src/florence/florence2.ts";
 import { REFERENCE, TINY_MODEL } from "../support/paths.ts";
+import { rejectsCode as expectError } from "../support/errors.ts";
 
 const street = join(REFERENCE, "images", "street.jpg");
 
-async function expectError(promise: Promise<unknown>, code: string, pattern: RegExp): Promise<void> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.is((error as { code?: string }).code, code, String(error));
-    assert.match((error as Error).message, pattern);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 test("bad images, tasks, regions and text give typed errors; the model still works after each", async () => {
   const engine = new OnnxRuntimeEngine();

@@ -2,25 +2,14 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { existsSync, lstatSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { isFlorenceError } from "../../src/errors.ts";
 import { quantile } from "../../src/bench.ts";
 import { TASKS } from "../../src/florence/tasks.ts";
 import { firstDifference, florenceProcessorTables, parseBenchArgs, prepareTransformersJsFolder, stageMedians, summarise } from "../../scripts/bench-vs-transformersjs.ts";
 import { REFERENCE, REPO_ROOT, TINY_MODEL, readReference } from "../support/paths.ts";
+import { throwsCode } from "../support/errors.ts";
 
 type GenerateCase = { id: string; task: string; text_input: string | null; input_ids: number[] };
 
-function throwsCode(fn: () => unknown, code: string, pattern: RegExp): void {
-  try {
-    fn();
-  } catch (error) {
-    assert.ok(isFlorenceError(error), `expected a FlorenceError, got ${String(error)}`);
-    assert.is((error as { code: string }).code, code, (error as Error).message);
-    assert.match((error as Error).message, pattern);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 test("parseBenchArgs: defaults are the fixture, street.jpg, <OD>, 24 greedy tokens, all cores", () => {
   const options = parseBenchArgs([], () => REPO_ROOT, 6);

@@ -3,11 +3,11 @@ import * as assert from "uvu/assert";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { OnnxRuntimeEngine } from "../../src/engine/onnxruntime/onnxruntime.ts";
-import { isFlorenceError } from "../../src/errors.ts";
 import { createDecoder, type DecoderStep } from "../../src/florence/decoder.ts";
 import { generate, type GenerationConfig, type GenerationOutput, resolveGenerationConfig } from "../../src/florence/generate.ts";
 import { ReferenceEncoder, type EncoderOutput } from "../support/encoder_inputs.ts";
 import { readReference, TINY_MODEL } from "../support/paths.ts";
+import { rejectsCode as rejects } from "../support/errors.ts";
 
 interface GenerateCase {
   id: string;
@@ -52,17 +52,6 @@ function generatedLength(row: readonly number[], eos: readonly number[]): number
   return row.length - 1;
 }
 
-async function rejects(action: () => unknown, code: string, pattern: RegExp): Promise<void> {
-  try {
-    await action();
-  } catch (error) {
-    assert.ok(isFlorenceError(error), `expected a FlorenceError, got ${error}`);
-    assert.is((error as { code: string }).code, code);
-    assert.match((error as Error).message, pattern);
-    return;
-  }
-  assert.unreachable(`expected ${code} ${pattern}`);
-}
 
 for (const c of CASES) {
   test(`HF generate: ${c.id} ${JSON.stringify(c.generate_kwargs)}`, async () => {

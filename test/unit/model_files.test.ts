@@ -4,8 +4,8 @@ import { cp, mkdtemp, readFile, rm, writeFile, mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { locateModelFiles, parseModelConfig } from "../../src/florence/model_files.ts";
-import { isFlorenceError } from "../../src/errors.ts";
 import { REFERENCE, TINY_MODEL } from "../support/paths.ts";
+import { rejectsCode as rejects } from "../support/errors.ts";
 
 async function copyModel(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "fe-model-"));
@@ -20,17 +20,6 @@ async function copyModel(): Promise<string> {
   return dir;
 }
 
-async function rejects(promise: Promise<unknown>, code: string, pattern: RegExp): Promise<void> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(isFlorenceError(error), `expected a FlorenceError, got ${error}`);
-    assert.is((error as { code: string }).code, code);
-    assert.match((error as Error).message, pattern);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 test("the fixture folder: HF-native config, processor_config.json with the image processor nested", async () => {
   const files = await locateModelFiles(TINY_MODEL);

@@ -12,8 +12,8 @@ import {
   type PostProcessResult,
 } from "../../src/florence/postprocess.ts";
 import { TASKS, TASK_TOKENS } from "../../src/florence/tasks.ts";
-import { isFlorenceError } from "../../src/errors.ts";
 import { TINY_MODEL, readReference } from "../support/paths.ts";
+import { throwsCode } from "../support/errors.ts";
 
 type ParseCase = { task: string; text: string; image_size: [number, number]; expected?: Record<string, unknown>; error?: string };
 type GenerateCase = {
@@ -30,17 +30,6 @@ const PARSE = readReference<ParseCase[]>("parse.json");
 const GENERATE = readReference<GenerateCase[]>("generate.json");
 const size = (wh: [number, number]) => ({ width: wh[0], height: wh[1] });
 
-function throwsCode(fn: () => unknown, code: string, pattern?: RegExp): void {
-  try {
-    fn();
-  } catch (error) {
-    assert.ok(isFlorenceError(error), `expected a FlorenceError, got ${String(error)}`);
-    assert.is((error as { code: string }).code, code);
-    if (pattern) assert.match((error as Error).message, pattern);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 /** Every coordinate list of an answer, flat [x, y, x, y, …] (boxes, quads, each polygon). */
 function coordinateLists(answer: unknown): number[][] {

@@ -2,11 +2,11 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { isFlorenceError } from "../../src/errors.ts";
 import { decodeImage, resizeWithSharp } from "../../src/florence/image.ts";
 import { type RgbImage, createResizeCache, resizeBicubicPil, resizeBicubicTorchvision } from "../../src/florence/resize.ts";
 import { type ImageProcessorConfig, parseImageProcessorConfig, pixelValues } from "../../src/florence/preprocess.ts";
 import { REFERENCE, TINY_MODEL, readReference } from "../support/paths.ts";
+import { rejectsCode as rejects, throwsCode } from "../support/errors.ts";
 
 type BackendRecord = { shape: number[]; sum: number; first: number[] };
 type ImageRecord = { mode: string; size: [number, number]; default: BackendRecord; pil: BackendRecord };
@@ -42,29 +42,7 @@ function compareBytes(actual: Uint8Array, expected: Uint8Array): { differing: nu
   return { differing, maxDiff };
 }
 
-async function rejects(promise: Promise<unknown>, code: string, pattern: RegExp): Promise<void> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(isFlorenceError(error), `expected a FlorenceError, got ${String(error)}`);
-    assert.is((error as { code: string }).code, code, (error as Error).message);
-    assert.match((error as Error).message, pattern);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
-function throwsCode(fn: () => unknown, code: string, pattern: RegExp): void {
-  try {
-    fn();
-  } catch (error) {
-    assert.ok(isFlorenceError(error), `expected a FlorenceError, got ${String(error)}`);
-    assert.is((error as { code: string }).code, code, (error as Error).message);
-    assert.match((error as Error).message, pattern);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 test("the fixture has reference pixels and preprocess.json entries for every image", () => {
   assert.ok(IMAGES.length >= 11, `only ${IMAGES.length} images`);

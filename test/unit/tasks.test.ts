@@ -13,8 +13,8 @@ import {
   taskBySlug,
   taskSpec,
 } from "../../src/florence/tasks.ts";
-import { isFlorenceError } from "../../src/errors.ts";
 import { readReference } from "../support/paths.ts";
+import { throwsCode } from "../support/errors.ts";
 
 // Copied from transformers 5.17 models/florence2/processing_florence2.py (Florence2Processor.__init__).
 const HF_POST_PROCESSING_TYPE: Record<string, string> = {
@@ -55,18 +55,6 @@ const HF_PROMPTS_WITH_INPUT: Record<string, string> = {
 };
 const HF_ONLY_CONTENT = (token: string): string => `Task token ${token} should be the only content in the prompt.`;
 
-function throwsCode(fn: () => unknown, code: string, pattern?: RegExp | string): void {
-  try {
-    fn();
-  } catch (error) {
-    assert.ok(isFlorenceError(error), `expected a FlorenceError, got ${String(error)}`);
-    assert.is((error as { code: string }).code, code);
-    if (typeof pattern === "string") assert.ok((error as Error).message.includes(pattern), `"${(error as Error).message}" lacks "${pattern}"`);
-    else if (pattern) assert.match((error as Error).message, pattern);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 test("the task table is HF's: 15 tokens, parse types, prompts, which take text", () => {
   assert.equal([...TASK_TOKENS].sort(), Object.keys(HF_POST_PROCESSING_TYPE).sort());

@@ -4,8 +4,8 @@ import { mkdtemp, readFile, rm, writeFile, cp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Tokenizer } from "../../src/florence/tokenizer.ts";
-import { isFlorenceError } from "../../src/errors.ts";
 import { REFERENCE, TINY_MODEL, readReference } from "../support/paths.ts";
+import { rejectsCode as rejects } from "../support/errors.ts";
 
 interface TokenizerReference {
   vocab_size: number;
@@ -55,17 +55,6 @@ function promptFor(task: string, input: string | null): string {
   return template.replace("{input}", (input ?? "").trim());
 }
 
-async function rejects(action: () => Promise<unknown> | unknown, code: string, pattern: RegExp): Promise<void> {
-  try {
-    await action();
-  } catch (error) {
-    assert.ok(isFlorenceError(error), `expected a FlorenceError, got ${error}`);
-    assert.is((error as { code: string }).code, code);
-    assert.match((error as Error).message, pattern);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 test("vocabulary size, named ids and special tokens as HF reports them", () => {
   assert.is(tokenizer.vocabSize, reference.vocab_size);
