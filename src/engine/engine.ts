@@ -79,10 +79,15 @@ export function int64Tensor(dims: readonly number[], values: ArrayLike<number>):
 
 /** Checks feeds against a graph's declared inputs; backends call this before running. */
 export function checkFeeds(graph: Pick<Graph, "name" | "inputs">, feeds: Readonly<Record<string, Tensor>>): void {
-  const expected = new Set(graph.inputs.map((i) => i.name));
-  const missing = [...expected].filter((n) => !(n in feeds));
-  const extra = Object.keys(feeds).filter((n) => !expected.has(n));
-  if (missing.length > 0 || extra.length > 0) {
+  // runs before every graph run (decoder steps included): no allocation unless something is wrong
+  let fedCount = 0;
+  for (const _ in feeds) fedCount++;
+  let complete = fedCount === graph.inputs.length;
+  for (let i = 0; complete && i < graph.inputs.length; i++) complete = feeds[graph.inputs[i]!.name] !== undefined;
+  if (!complete) {
+    const expected = new Set(graph.inputs.map((i) => i.name));
+    const missing = [...expected].filter((n) => feeds[n] === undefined);
+    const extra = Object.keys(feeds).filter((n) => !expected.has(n));
     throw new FlorenceError(
       "ENGINE_INPUT_INVALID",
       `graph ${graph.name}: ${missing.length ? `missing inputs ${missing.join(", ")}` : ""}${missing.length && extra.length ? "; " : ""}${extra.length ? `unexpected inputs ${extra.join(", ")}` : ""}`,
@@ -94,16 +99,18 @@ export function checkFeeds(graph: Pick<Graph, "name" | "inputs">, feeds: Readonl
     if (info.type !== fed.type) {
       throw new FlorenceError("ENGINE_INPUT_INVALID", `graph ${graph.name}: input ${info.name} must be ${info.type}, got ${fed.type}`);
     }
-    if (info.shape.length > 0 && info.shape.length !== fed.dims.length) {
+    const shape = info.shape;
+    if (shape.length > 0 && shape.length !== fed.dims.length) {
       throw new FlorenceError(
         "ENGINE_INPUT_INVALID",
-        `graph ${graph.name}: input ${info.name} must have rank ${info.shape.length} [${info.shape.join(", ")}], got [${fed.dims.join(", ")}]`,
+        `graph ${graph.name}: input ${info.name} must have rank ${shape.length} [${shape.join(", ")}], got [${fed.dims.join(", ")}]`,
       );
     }
-    info.shape.forEach((d, axis) => {
+    for (let axis = 0; axis < shape.length; axis++) {
+      const d = shape[axis];
       if (typeof d === "number" && d > 0 && fed.dims[axis] !== d) {
         throw new FlorenceError("ENGINE_INPUT_INVALID", `graph ${graph.name}: input ${info.name} axis ${axis} must be ${d}, got ${fed.dims[axis]}`);
       }
-    });
+    }
   }
 }

@@ -7,6 +7,7 @@ import { type Engine, type Graph, type Tensor, int64Tensor, tensor } from "../en
 import { FlorenceError } from "../errors.ts";
 import { createDecoder } from "./decoder.ts";
 import { type GenerationConfig, generate, resolveGenerationConfig } from "./generate.ts";
+import { loadHostEmbedding } from "../engine/host_embedding.ts";
 import { decodeImage, type RgbImage, resizeWithSharp } from "./image.ts";
 import { type GraphName, locateModelFiles, type ModelFiles, type Precision } from "./model_files.ts";
 import { type PostProcessOptions, postProcessGeneration } from "./postprocess.ts";
@@ -24,6 +25,12 @@ export interface LoadOptions {
   exifOrientation?: "ignore" | "apply";
   /** Largest accepted input image, in pixels (decoding is refused above it). */
   maxPixels?: number;
+  /**
+   * With ONNX Runtime: answer a plain float32 embed_tokens graph (a Gather, maybe a scale) by table lookup in
+   * JavaScript instead of a session call per decoder step; same values (default true). Other backends and graph
+   * shapes always use the engine.
+   */
+  hostEmbedding?: boolean;
 }
 
 export interface TaskRequest {
@@ -104,7 +111,8 @@ export class Florence2 {
   readonly engine: Engine;
   readonly #graphs: Map<GraphName, Graph>;
   readonly #options: LoadOptions;
-  #pixelBuffer: Float32Array | undefined;
+  /** A frame's pixel values are being read from the resize cache's memory (see encodeImages). */
+  #pixelsInPlace = false;
   // coefficient tables and scratch buffers: camera frames repeat one size, so nothing is allocated per frame
   readonly #resizeCache: ResizeCache = createResizeCache();
   readonly #promptIds = new Map<string, readonly number[]>();
@@ -129,7 +137,13 @@ export class Florence2 {
     if (files.graphs.decoder_model_merged && options.engine.backend !== "tensorrt") wanted.push("decoder_model_merged");
     else wanted.push("decoder_model", "decoder_with_past_model");
     try {
-      for (const name of wanted) graphs.set(name, await options.engine.loadGraph(name, files.graphs[name]!));
+      for (const name of wanted) {
+        const path = files.graphs[name]!;
+        const host = name === "embed_tokens" && options.engine.backend === "onnxruntime" && options.hostEmbedding !== false
+          ? await loadHostEmbedding(name, path)
+          : undefined;
+        graphs.set(name, host ?? (await options.engine.loadGraph(name, path)));
+      }
     } catch (error) {
       await Promise.all([...graphs.values()].map((g) => g.dispose()));
       throw error;
@@ -166,18 +180,36 @@ export class Florence2 {
     const { height, width } = this.imageProcessor.size;
     const plane = 3 * height * width;
     const batch = decoded.length;
-    if (!this.#pixelBuffer || this.#pixelBuffer.length !== plane * batch) this.#pixelBuffer = new Float32Array(plane * batch);
     const resize = this.#options.resize ?? "pil";
-    for (let i = 0; i < batch; i++) {
-      const source = resize === "fast" ? await resizeWithSharp(decoded[i]!, width, height) : decoded[i]!;
-      pixelValues(source, this.imageProcessor, { resize, cache: this.#resizeCache }, this.#pixelBuffer.subarray(i * plane, (i + 1) * plane));
+    // one frame: the vision encoder reads the planes where the resize kernels wrote them (no 7 MB copy). That memory
+    // stays untouched until the run is over: a call that overlaps it resizes with a cache of its own.
+    const inPlace = batch === 1 && !this.#pixelsInPlace;
+    const cache = inPlace || !this.#pixelsInPlace ? this.#resizeCache : createResizeCache();
+    if (inPlace) this.#pixelsInPlace = true;
+    let out;
+    let preprocessMs: number;
+    try {
+      let pixelData: Float32Array;
+      if (inPlace) {
+        const source = resize === "fast" ? await resizeWithSharp(decoded[0]!, width, height) : decoded[0]!;
+        pixelData = pixelValues(source, this.imageProcessor, { resize, cache, view: true });
+      } else {
+        // a batch (or a call overlapping another) gets its own array: calls may overlap while the engine runs
+        pixelData = new Float32Array(plane * batch);
+        for (let i = 0; i < batch; i++) {
+          const source = resize === "fast" ? await resizeWithSharp(decoded[i]!, width, height) : decoded[i]!;
+          pixelValues(source, this.imageProcessor, { resize, cache }, pixelData.subarray(i * plane, (i + 1) * plane));
+        }
+      }
+      preprocessMs = now() - t0;
+      t0 = now();
+      const inputType = vision.inputs[0]?.type === "float16" ? "float16" : "float32";
+      const dims = [batch, 3, height, width];
+      const pixels = inputType === "float16" ? tensor("float16", dims, float32ToFloat16(pixelData)) : tensor("float32", dims, pixelData);
+      out = await vision.run({ [vision.inputs[0]!.name]: pixels });
+    } finally {
+      if (inPlace) this.#pixelsInPlace = false;
     }
-    const preprocessMs = now() - t0;
-    t0 = now();
-    const inputType = vision.inputs[0]?.type === "float16" ? "float16" : "float32";
-    const dims = [batch, 3, height, width];
-    const pixels = inputType === "float16" ? tensor("float16", dims, float32ToFloat16(this.#pixelBuffer)) : tensor("float32", dims, this.#pixelBuffer);
-    const out = await vision.run({ [vision.inputs[0]!.name]: pixels });
     const features = out[vision.outputs[0]!.name]!;
     const visionMs = now() - t0;
     return decoded.map((img, i) => ({

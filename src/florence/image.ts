@@ -13,6 +13,7 @@
  *   - embedded ICC profiles are ignored, as PIL does.
  * EXIF orientation is ignored by default (PIL.Image.open does not apply it); `exifOrientation: "apply"` honours it.
  */
+import { closeSync, openSync, readSync } from "node:fs";
 import sharp, { type Metadata, type OutputInfo } from "sharp";
 
 import { FlorenceError, describeValue } from "../errors.ts";
@@ -89,6 +90,8 @@ function toRgb(
   height: number,
 ): Uint8Array {
   const pixels = width * height;
+  // plain 8-bit RGB: the decoder's buffer is the image (no copy)
+  if (channels === 3 && space !== "cmyk" && samples instanceof Uint8Array) return samples.subarray(0, pixels * 3);
   const rgb = new Uint8Array(pixels * 3);
   if (samples instanceof Uint16Array) {
     // 1-band 16-bit grey is Pillow's "I;16" (clipped to 255); every other 16-bit layout is unpacked to 8 bits
@@ -128,10 +131,6 @@ function toRgb(
     }
     return rgb;
   }
-  if (channels === 3) {
-    rgb.set(samples.subarray(0, pixels * 3));
-    return rgb;
-  }
   for (let i = 0, s = 0, o = 0; i < pixels; i++, s += channels) {
     rgb[o++] = samples[s]!;
     rgb[o++] = samples[s + 1]!;
@@ -162,11 +161,15 @@ export async function decodeImage(input: Uint8Array | string, options: DecodeOpt
   if (typeof input !== "string" && input.length === 0) throw unreadable(input, "it is empty (0 bytes)");
   const source = input;
 
-  let metadata: Metadata;
-  try {
-    metadata = await sharp(source, { failOn: FAIL_ON, limitInputPixels: false, pages: 1 }).metadata();
-  } catch (error) {
-    throw unreadable(input, errorText(error), error);
+  // Camera frames and most files are baseline/progressive 8-bit JPEGs: their header says all libvips' metadata()
+  // would, read here without a round trip through sharp's thread pool (which costs milliseconds on a busy machine).
+  let metadata: Pick<Metadata, "width" | "height" | "space" | "depth"> | undefined = jpegHeader(input);
+  if (!metadata) {
+    try {
+      metadata = await sharp(source, { failOn: FAIL_ON, limitInputPixels: false, pages: 1 }).metadata();
+    } catch (error) {
+      throw unreadable(input, errorText(error), error);
+    }
   }
   const width = metadata.width;
   const height = metadata.height;
@@ -215,6 +218,62 @@ export async function decodeImage(input: Uint8Array | string, options: DecodeOpt
     height: info.height,
     data: toRgb(samples, keepSamples ? space : "srgb", info.channels, info.width, info.height),
   };
+}
+
+/** Bytes read from the start of a file to find a JPEG's frame header (EXIF and ICC segments come before it). */
+const HEADER_PROBE_BYTES = 256 * 1024;
+
+/**
+ * What libvips' metadata() reports for an 8-bit JPEG with one (grey, "b-w") or three (YCbCr or RGB, "srgb")
+ * components, from its SOF segment; undefined for anything else (CMYK, 12-bit, other formats, no SOF within the
+ * first bytes, unreadable files), which then goes through sharp's metadata().
+ */
+export function jpegHeader(input: Uint8Array | string): { width: number; height: number; space: "srgb" | "b-w"; depth: "uchar" } | undefined {
+  let bytes: Uint8Array;
+  if (typeof input === "string") {
+    let fd: number | undefined;
+    try {
+      fd = openSync(input, "r");
+      const probe = new Uint8Array(HEADER_PROBE_BYTES);
+      bytes = probe.subarray(0, readSync(fd, probe, 0, probe.length, 0));
+    } catch {
+      return undefined;
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+  } else {
+    bytes = input;
+  }
+  if (bytes.length < 4 || bytes[0] !== 0xff || bytes[1] !== 0xd8) return undefined;
+  let at = 2;
+  while (at + 4 <= bytes.length) {
+    if (bytes[at] !== 0xff) return undefined;
+    const marker = bytes[at + 1]!;
+    if (marker === 0xff) {
+      at++; // fill byte
+      continue;
+    }
+    // standalone markers carry no length; a scan before any frame header means a malformed file
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
+      at += 2;
+      continue;
+    }
+    if (marker === 0xd8 || marker === 0xd9 || marker === 0xda) return undefined;
+    const length = (bytes[at + 2]! << 8) | bytes[at + 3]!;
+    if (length < 2) return undefined;
+    const isFrame = marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc;
+    if (isFrame) {
+      if (at + 10 > bytes.length || length < 8) return undefined;
+      const precision = bytes[at + 4]!;
+      const height = (bytes[at + 5]! << 8) | bytes[at + 6]!;
+      const width = (bytes[at + 7]! << 8) | bytes[at + 8]!;
+      const components = bytes[at + 9]!;
+      if (precision !== 8 || width < 1 || height < 1 || (components !== 1 && components !== 3)) return undefined;
+      return { width, height, space: components === 1 ? "b-w" : "srgb", depth: "uchar" };
+    }
+    at += 2 + length;
+  }
+  return undefined;
 }
 
 function sixteenBitView(data: Uint8Array, count: number): Uint16Array {

@@ -45,6 +45,11 @@ export type PixelValuesOptions = {
   resize?: ResizeMode;
   /** Coefficient tables and scratch buffers to reuse across frames (see createResizeCache). */
   cache?: ResizeCache;
+  /**
+   * With a `cache` and no output array: return a view into the cache's kernel memory rather than a new array, which
+   * saves allocating and copying 3 × H × W floats per frame. The view is valid until the cache is next used.
+   */
+  view?: boolean;
 };
 
 const RESAMPLE_FILTERS: Record<number, ResampleFilter> = { 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming" };
@@ -250,11 +255,10 @@ export function pixelValues(
   }
 
   const plane = width * height;
-  const target = out ?? new Float32Array(3 * plane);
-  if (target.length !== 3 * plane) {
-    throw invalidArgument(`pixelValues: output has ${target.length} elements, needs 3 × ${height} × ${width} = ${3 * plane}`,
+  if (out && out.length !== 3 * plane) {
+    throw invalidArgument(`pixelValues: output has ${out.length} elements, needs 3 × ${height} × ${width} = ${3 * plane}`,
       "allocate new Float32Array(3 * height * width) once and reuse it");
   }
-  levelsToPlanes(image, { top, left, width, height }, levelTable(config, mode), target, cache);
-  return target;
+  const target = out ?? (options.view && options.cache ? null : new Float32Array(3 * plane));
+  return levelsToPlanes(image, { top, left, width, height }, levelTable(config, mode), target, cache);
 }

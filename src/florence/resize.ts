@@ -368,11 +368,11 @@ const VOID = 0x40;
 const OP = {
   block: 0x02, loop: 0x03, if: 0x04, else: 0x05, end: 0x0b, br: 0x0c, brIf: 0x0d, localGet: 0x20, localSet: 0x21,
   i32Load: 0x28, f32Load: 0x2a, i32Load8U: 0x2d, f32Store: 0x38, i32Const: 0x41, i32Eq: 0x46, i32GeS: 0x4e,
-  i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32Shl: 0x74, i32ShrS: 0x75,
+  i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32And: 0x71, i32Shl: 0x74, i32ShrS: 0x75,
 } as const;
 // 0xfd-prefixed opcodes (WebAssembly SIMD, https://github.com/WebAssembly/simd BinarySIMD.md)
 const SIMD = {
-  load: 0x00, load32Splat: 0x09, store: 0x0b, i32x4Splat: 0x11, i8x16NarrowI16x8U: 0x66, load32Zero: 0x5c,
+  load: 0x00, load32Splat: 0x09, store: 0x0b, i32x4Splat: 0x11, f32x4Splat: 0x13, f32x4ReplaceLane: 0x20, i8x16NarrowI16x8U: 0x66, load32Zero: 0x5c,
   store32Lane: 0x5a, i16x8NarrowI32x4S: 0x85, i16x8ExtendLowI8x16U: 0x89, i16x8ExtendHighI8x16U: 0x8a,
   i32x4ExtendLowI16x8U: 0xa9, i32x4ExtendHighI16x8U: 0xaa, i32x4ShrS: 0xac, i32x4Add: 0xae, i32x4Mul: 0xb5,
 } as const;
@@ -493,20 +493,34 @@ function columnsKernel(): KernelFunction {
  */
 function planesKernel(): KernelFunction {
   const [src, rowBytes, width, height, levels, out] = [0, 1, 2, 3, 4, 5];
-  const [y, x, p, planeBytes] = [6, 7, 8, 9];
-  const channel = (c: number): Code => [
-    ...get(out), ...(c > 0 ? [...get(planeBytes), ...i32(c), OP.i32Mul, OP.i32Add] : []),
-    ...get(levels), ...get(p), ...mem(OP.i32Load8U, 0, c), ...i32(2), OP.i32Shl, OP.i32Add, ...mem(OP.f32Load, 2, c * 1024),
-    ...mem(OP.f32Store, 2),
+  const [y, x, p, planeBytes, twoPlanes, groups, tail] = [6, 7, 8, 9, 10, 11, 12];
+  const planeOffset = (c: number): Code => (c === 0 ? [] : [...get(c === 1 ? planeBytes : twoPlanes), OP.i32Add]);
+  /** levels[c·256 + src[p + at]] as f32 on the stack. */
+  const level = (c: number, at: number): Code => [
+    ...get(levels), ...get(p), ...mem(OP.i32Load8U, 0, at), ...i32(2), OP.i32Shl, OP.i32Add, ...mem(OP.f32Load, 2, c * 1024),
   ];
+  // four pixels per step: each plane gets one 16-byte store of four looked-up floats
+  const group = (c: number): Code => [
+    ...get(out), ...planeOffset(c),
+    ...level(c, c), ...simd(SIMD.f32x4Splat),
+    ...level(c, 3 + c), ...simd(SIMD.f32x4ReplaceLane, 1),
+    ...level(c, 6 + c), ...simd(SIMD.f32x4ReplaceLane, 2),
+    ...level(c, 9 + c), ...simd(SIMD.f32x4ReplaceLane, 3),
+    ...simdMem(SIMD.store, 2),
+  ];
+  const single = (c: number): Code => [...get(out), ...planeOffset(c), ...level(c, c), ...mem(OP.f32Store, 2)];
   const body = [
     ...get(width), ...get(height), OP.i32Mul, ...i32(2), OP.i32Shl, ...set(planeBytes),
+    ...get(planeBytes), ...i32(1), OP.i32Shl, ...set(twoPlanes),
+    ...get(width), ...i32(2), OP.i32ShrS, ...set(groups),
+    ...get(width), ...i32(3), OP.i32And, ...set(tail),
     ...count(y, height, [
       ...get(src), ...get(y), ...get(rowBytes), OP.i32Mul, OP.i32Add, ...set(p),
-      ...count(x, width, [...channel(0), ...channel(1), ...channel(2), ...addTo(p, i32(3)), ...addTo(out, i32(4))]),
+      ...count(x, groups, [...group(0), ...group(1), ...group(2), ...addTo(p, i32(12)), ...addTo(out, i32(16))]),
+      ...count(x, tail, [...single(0), ...single(1), ...single(2), ...addTo(p, i32(3)), ...addTo(out, i32(4))]),
     ]),
   ];
-  return { name: "planes", params: 6, locals: [[4, I32]], body };
+  return { name: "planes", params: 6, locals: [[7, I32]], body };
 }
 
 function assembleKernels(): Uint8Array<ArrayBuffer> {
@@ -644,18 +658,21 @@ function resampleSimd(
 
 /**
  * `out[c·H·W + i] = levels[c·256 + image[3i + c]]` for the `region` of `image`: uint8 HWC → float32 CHW through a
- * per-channel table of 3 × 256 values. Reads the last resampled image in place when it is that image.
+ * per-channel table of 3 × 256 values. Reads the last resampled image in place when it is that image. Returns `out`;
+ * with `out` null and a cache whose kernels run, it returns a view into the kernels' memory instead (no 3 × H × W
+ * float copy; valid until the cache is next used), else a new array.
  */
 export function levelsToPlanes(
   image: RgbImage,
   region: { top: number; left: number; width: number; height: number },
   levels: Float32Array,
-  out: Float32Array,
+  out: Float32Array | null,
   cache?: ResizeCache,
-): void {
+): Float32Array {
   const { top, left, width, height } = region;
-  if (levels.length !== 3 * 256 || out.length !== 3 * width * height || top < 0 || left < 0 || top + height > image.height || left + width > image.width) {
-    throw invalid(`levelsToPlanes: region ${width}x${height}+${left}+${top} of a ${image.width}x${image.height} image into ${out.length} floats`, "pass a region inside the image, 768 levels and 3 × width × height floats");
+  const floats = 3 * width * height;
+  if (levels.length !== 3 * 256 || (out !== null && out.length !== floats) || top < 0 || left < 0 || top + height > image.height || left + width > image.width) {
+    throw invalid(`levelsToPlanes: region ${width}x${height}+${left}+${top} of a ${image.width}x${image.height} image into ${out?.length ?? floats} floats`, "pass a region inside the image, 768 levels and 3 × width × height floats");
   }
   const kernels = cache ? simdKernels(cache) : null;
   const rowBytes = image.width * 3;
@@ -663,7 +680,7 @@ export function levelsToPlanes(
   const last = kernels?.resized;
   const inPlace = kernels && last !== undefined && last.width === image.width && last.height === image.height &&
     image.data.buffer === kernels.memory.buffer && image.data.byteOffset === 0;
-  const offsets = kernels ? layout(kernels, [imageBytes, levels.length * 4, out.length * 4]) : undefined;
+  const offsets = kernels ? layout(kernels, [imageBytes, levels.length * 4, floats * 4]) : undefined;
   if (kernels && offsets) {
     const [imageAt, levelsAt, outAt] = offsets as [number, number, number];
     if (!inPlace) {
@@ -672,20 +689,24 @@ export function levelsToPlanes(
     }
     new Float32Array(kernels.memory.buffer, levelsAt, levels.length).set(levels);
     kernels.run.planes(imageAt + top * rowBytes + left * 3, rowBytes, width, height, levelsAt, outAt);
-    out.set(new Float32Array(kernels.memory.buffer, outAt, out.length));
-    return;
+    const planes = new Float32Array(kernels.memory.buffer, outAt, floats);
+    if (out === null) return planes;
+    out.set(planes);
+    return out;
   }
+  const target = out ?? new Float32Array(floats);
   const plane = width * height;
   const data = image.data;
   let o = 0;
   for (let y = 0; y < height; y++) {
     let p = (top + y) * rowBytes + left * 3;
     for (let x = 0; x < width; x++, p += 3, o++) {
-      out[o] = levels[data[p]!]!;
-      out[plane + o] = levels[256 + data[p + 1]!]!;
-      out[2 * plane + o] = levels[512 + data[p + 2]!]!;
+      target[o] = levels[data[p]!]!;
+      target[plane + o] = levels[256 + data[p + 1]!]!;
+      target[2 * plane + o] = levels[512 + data[p + 2]!]!;
     }
   }
+  return target;
 }
 
 const MAX_SIDE = 1 << 20;

@@ -2,7 +2,8 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { decodeImage, resizeWithSharp } from "../../src/florence/image.ts";
+import sharp from "sharp";
+import { decodeImage, jpegHeader, resizeWithSharp } from "../../src/florence/image.ts";
 import { type RgbImage, createResizeCache, resizeBicubicPil, resizeBicubicTorchvision } from "../../src/florence/resize.ts";
 import { type ImageProcessorConfig, parseImageProcessorConfig, pixelValues } from "../../src/florence/preprocess.ts";
 import { REFERENCE, TINY_MODEL, readReference } from "../support/paths.ts";
@@ -254,6 +255,73 @@ test("bad images: IMAGE_UNREADABLE / IMAGE_TOO_LARGE, naming the input, never a 
   await rejects(decodeImage(join(REFERENCE, "images", "no_such_image.png")), "IMAGE_UNREADABLE", /no_such_image\.png/);
   await rejects(decodeImage(join(REFERENCE, "preprocess.json")), "IMAGE_UNREADABLE", /preprocess\.json/);
   await rejects(decodeImage(jpeg, { maxPixels: 0 }), "INVALID_ARGUMENT", /maxPixels/);
+});
+
+test("pixelValues view: the planes stay in the cache's memory, equal to a copied result", async () => {
+  const rgb = await decodeImage(join(REFERENCE, "images", "street.jpg"));
+  const cache = createResizeCache();
+  const copied = pixelValues(rgb, CONFIG, { cache });
+  const view = pixelValues(rgb, CONFIG, { cache, view: true });
+  assert.is(view.length, copied.length);
+  assert.ok(view.every((v, i) => Object.is(v, copied[i])));
+  assert.ok(cache.simd, "the WebAssembly kernels ran");
+  assert.is(view.buffer, cache.simd!.memory.buffer, "no copy out of the kernels' memory");
+  assert.ok(copied.buffer !== cache.simd!.memory.buffer);
+  // without kernels (or without a cache) there is nothing to view: a new array
+  const js = createResizeCache({ kernels: "js" });
+  const fallback = pixelValues(rgb, CONFIG, { cache: js, view: true });
+  assert.ok(fallback.every((v, i) => Object.is(v, copied[i])));
+});
+
+/** A JPEG segment: marker, big-endian length, payload. */
+function segment(marker: number, payload: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + payload.length);
+  out.set([0xff, marker, (payload.length + 2) >> 8, (payload.length + 2) & 255]);
+  out.set(payload, 4);
+  return out;
+}
+
+/** `jpeg` with `extra` inserted right after SOI, as files with big EXIF/XMP/ICC segments have. */
+function withSegmentsAfterSoi(jpeg: Uint8Array, ...extra: Uint8Array[]): Uint8Array {
+  const parts = [jpeg.subarray(0, 2), ...extra, jpeg.subarray(2)];
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+test("JPEG header read without sharp: the size and colour space libvips reports, or no answer", async () => {
+  const raw = new Uint8Array(37 * 23 * 3).map((_, i) => (i * 37) & 255);
+  const rgb = new Uint8Array(await sharp(raw, { raw: { width: 37, height: 23, channels: 3 } }).jpeg({ quality: 90 }).toBuffer());
+  const progressive = new Uint8Array(await sharp(raw, { raw: { width: 37, height: 23, channels: 3 } }).jpeg({ progressive: true }).toBuffer());
+  const grey = new Uint8Array(await sharp(raw, { raw: { width: 37, height: 23, channels: 3 } }).greyscale().jpeg().toBuffer());
+  const cmyk = new Uint8Array(readFileSync(join(REFERENCE, "images", "cmyk.jpg")));
+  // 100 kB of APP1 and APP2 segments ahead of the frame header, plus fill bytes before a marker
+  const padded = withSegmentsAfterSoi(rgb, segment(0xe1, new Uint8Array(60000)), segment(0xe2, new Uint8Array(40000)), new Uint8Array([0xff]));
+  for (const [name, bytes] of [["baseline", rgb], ["progressive", progressive], ["grey", grey], ["padded", padded]] as const) {
+    const header = jpegHeader(bytes);
+    const metadata = await sharp(bytes).metadata();
+    assert.ok(header, name);
+    assert.equal([header.width, header.height, header.space, header.depth], [metadata.width, metadata.height, metadata.space, metadata.depth], name);
+  }
+  assert.is(jpegHeader(cmyk), undefined, "CMYK goes through sharp's metadata");
+  assert.is(jpegHeader(rgb.subarray(0, 10)), undefined, "truncated before the frame header");
+  assert.is(jpegHeader(new Uint8Array(readFileSync(join(REFERENCE, "images", "gray.png")))), undefined, "not a JPEG");
+  assert.is(jpegHeader(join(REFERENCE, "images", "no_such_image.jpg")), undefined);
+  const fromPath = jpegHeader(join(REFERENCE, "images", "street.jpg"));
+  assert.equal(fromPath, { width: 640, height: 480, space: "srgb", depth: "uchar" });
+
+  // decoded through the header path: grey is replicated, colour equals sharp's own raw decode
+  const decodedGrey = await decodeImage(grey);
+  const greySamples = new Uint8Array(await sharp(grey).toColourspace("b-w").raw().toBuffer());
+  assert.is(decodedGrey.data.length, 37 * 23 * 3);
+  assert.ok(greySamples.every((g, i) => decodedGrey.data[3 * i] === g && decodedGrey.data[3 * i + 1] === g && decodedGrey.data[3 * i + 2] === g));
+  const decodedPadded = await decodeImage(padded);
+  const colour = new Uint8Array(await sharp(rgb).raw().toBuffer());
+  assert.equal(Array.from(decodedPadded.data), Array.from(colour));
 });
 
 test("timing: pixelValues for a 640x480 frame (median of 20 runs)", async () => {
