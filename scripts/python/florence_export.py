@@ -91,8 +91,10 @@ def _new_cache():
     return EncoderDecoderCache(DynamicCache(), DynamicCache())
 
 
-class DecoderFirstStep(torch.nn.Module):
-    """Decoder without past: returns logits and the self- and cross-attention caches."""
+class _DecoderStep(torch.nn.Module):
+    """One decoder pass over a cache; subclasses fill the cache and pick which presents to return."""
+
+    with_cross_presents = True
 
     def __init__(self, model):
         super().__init__()
@@ -100,38 +102,7 @@ class DecoderFirstStep(torch.nn.Module):
         self.lm_head = model.lm_head
         self.num_layers = _text_config(model).decoder_layers
 
-    def forward(self, encoder_attention_mask, encoder_hidden_states, inputs_embeds):
-        cache = _new_cache()
-        out = self.decoder(inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
-                           encoder_attention_mask=encoder_attention_mask, past_key_values=cache, use_cache=True,
-                           return_dict=True)
-        logits = self.lm_head(out.last_hidden_state)
-        cache = out.past_key_values
-        presents = []
-        for layer in range(self.num_layers):
-            self_layer = cache.self_attention_cache.layers[layer]
-            cross_layer = cache.cross_attention_cache.layers[layer]
-            presents += [self_layer.keys, self_layer.values, cross_layer.keys, cross_layer.values]
-        return (logits, *presents)
-
-
-class DecoderWithPast(torch.nn.Module):
-    """Decoder step with past: returns logits and the grown self-attention cache."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.decoder = _decoder(model)
-        self.lm_head = model.lm_head
-        self.num_layers = _text_config(model).decoder_layers
-
-    def forward(self, encoder_attention_mask, encoder_hidden_states, inputs_embeds, *past):
-        cache = _new_cache()
-        for layer in range(self.num_layers):
-            dk, dv, ek, ev = past[4 * layer: 4 * layer + 4]
-            cache.self_attention_cache.update(dk, dv, layer)
-            cache.cross_attention_cache.update(ek, ev, layer)
-            if hasattr(cache, "is_updated"):
-                cache.is_updated[layer] = True
+    def _run(self, encoder_attention_mask, encoder_hidden_states, inputs_embeds, cache):
         out = self.decoder(inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
                            encoder_attention_mask=encoder_attention_mask, past_key_values=cache, use_cache=True,
                            return_dict=True)
@@ -141,7 +112,33 @@ class DecoderWithPast(torch.nn.Module):
         for layer in range(self.num_layers):
             self_layer = cache.self_attention_cache.layers[layer]
             presents += [self_layer.keys, self_layer.values]
+            if self.with_cross_presents:
+                cross_layer = cache.cross_attention_cache.layers[layer]
+                presents += [cross_layer.keys, cross_layer.values]
         return (logits, *presents)
+
+
+class DecoderFirstStep(_DecoderStep):
+    """Decoder without past: returns logits and the self- and cross-attention caches."""
+
+    def forward(self, encoder_attention_mask, encoder_hidden_states, inputs_embeds):
+        return self._run(encoder_attention_mask, encoder_hidden_states, inputs_embeds, _new_cache())
+
+
+class DecoderWithPast(_DecoderStep):
+    """Decoder step with past: returns logits and the grown self-attention cache."""
+
+    with_cross_presents = False
+
+    def forward(self, encoder_attention_mask, encoder_hidden_states, inputs_embeds, *past):
+        cache = _new_cache()
+        for layer in range(self.num_layers):
+            dk, dv, ek, ev = past[4 * layer: 4 * layer + 4]
+            cache.self_attention_cache.update(dk, dv, layer)
+            cache.cross_attention_cache.update(ek, ev, layer)
+            if hasattr(cache, "is_updated"):
+                cache.is_updated[layer] = True
+        return self._run(encoder_attention_mask, encoder_hidden_states, inputs_embeds, cache)
 
 
 def _export(module, args, path: Path, input_names, output_names, dynamic_axes) -> None:

@@ -3,7 +3,7 @@
 #
 # Needs, carried from the workstation (see scripts/gpu/make-carry.sh): .devcarry/node.xz (a Node binary),
 # .devcarry/nm.tar.xz (the runtime's node_modules for linux-x64) and dist/ (npm run build).
-#   SIZE=base RUNS=10 bash scripts/python/remote_sized_bench.sh
+#   SIZE=base RUNS=10 [BENCH=0 for parity only] bash scripts/python/remote_sized_bench.sh
 set -u
 SIZE=${SIZE:-base}
 RUNS=${RUNS:-10}
@@ -25,8 +25,12 @@ cases = json.load(open(f"{model}/reference/generate.json"))
 ok = 0
 for c in cases:
     kw = c["generate_kwargs"]
+    # HF-native integer coordinates; transformers 5's default image processor is the torchvision backend
     cmd = [node, "dist/src/bin.js", "infer", "--model", model, "--image", f"{model}/reference/images/{c['images'][0]}",
-           "--task", c["task"], "--num-beams", str(kw.get("num_beams", 1)), "--max-new-tokens", str(kw["max_new_tokens"]), "--json"]
+           "--task", c["task"], "--coordinates", "int", "--resize", "torchvision", "--json"]
+    for key, flag in (("num_beams", "--num-beams"), ("max_new_tokens", "--max-new-tokens")):
+        if key in kw:
+            cmd += [flag, str(kw[key])]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         print("FAIL", c["id"], r.stderr[-500:]); continue
@@ -38,6 +42,7 @@ for c in cases:
 print(f"parity {ok}/{len(cases)} cases exact")
 EOF
 
+[ "${BENCH:-1}" = 1 ] || exit 0
 IMAGE=$MODEL/reference/images/street.jpg
 for threads in 2 16; do
   cpus=$([ "$threads" = 2 ] && echo 0,1 || echo 0-15)
