@@ -49,7 +49,7 @@ export interface MqttConfig {
 }
 
 export interface ServiceConfig {
-  model: { path: string | undefined; precision: Precision; backend: "auto" | "onnxruntime" | "tensorrt"; threads: number | undefined; resize: "pil" | "torchvision" | "fast" };
+  model: { path: string | undefined; precision: Precision; backend: "auto" | "onnxruntime" | "tensorrt"; threads: number | undefined; resize: "pil" | "torchvision" | "fast"; thread: "worker" | "main" };
   generation: { numBeams: number | undefined; maxNewTokens: number | undefined };
   postprocess: { coordinates: "float" | "int"; scores: boolean };
   mqtt: MqttConfig;
@@ -275,7 +275,7 @@ export function buildServiceConfig(document: unknown, flags: ServeFlags, env: Re
   const root = object(document, "config");
   onlyKeys(root, "config", ["model", "generation", "postprocess", "mqtt", "cameras", "stats_interval_s", "metrics", "log"]);
   const model = object(root["model"], "model");
-  onlyKeys(model, "model", ["path", "precision", "backend", "threads", "resize"]);
+  onlyKeys(model, "model", ["path", "precision", "backend", "threads", "resize", "thread"]);
   const generation = object(root["generation"], "generation");
   onlyKeys(generation, "generation", ["num_beams", "max_new_tokens"]);
   const postprocess = object(root["postprocess"], "postprocess");
@@ -321,6 +321,8 @@ export function buildServiceConfig(document: unknown, flags: ServeFlags, env: Re
       backend: oneOf(model, "backend", "model", ["auto", "onnxruntime", "tensorrt"] as const, "auto"),
       threads: num(model, "threads", "model", { min: 1, max: 1024, int: true }),
       resize: oneOf(model, "resize", "model", ["pil", "torchvision", "fast"] as const, "pil"),
+      // inference beside MQTT and the sources (default), or on the main thread (debugging, profiling)
+      thread: oneOf(model, "thread", "model", ["worker", "main"] as const, "worker"),
     },
     generation: {
       numBeams: num(generation, "num_beams", "generation", { min: 1, max: 16, int: true }),

@@ -11,11 +11,21 @@ import type { RgbImage } from "../florence/image.ts";
 import type { TaskSchedule } from "./config.ts";
 import type { Frame, ResultMessage } from "./types.ts";
 
-/** What the loop needs of a Florence-2 model (the real one, or another backend's). */
-export interface InferenceModel {
+/** A frame's vision features as the loop sees them: only the timings are read. */
+export interface EncodedFrame {
+  readonly timings: VisionFeatures["timings"];
+}
+
+/**
+ * What the loop needs of a Florence-2 model: a Florence2 on this thread, or a WorkerModel (worker_model.ts) whose
+ * features stay in its thread until released.
+ */
+export interface InferenceModel<V extends EncodedFrame = EncodedFrame> {
   readonly files: { readonly id: string };
-  encodeImage(image: RgbImage | Uint8Array | string): Promise<VisionFeatures>;
-  runTask(vision: VisionFeatures, request: { task: string; text?: string | undefined }, options?: GenerateOptions): Promise<TaskResult>;
+  encodeImage(image: RgbImage | Uint8Array): Promise<V>;
+  runTask(vision: V, request: { task: string; text?: string | undefined }, options?: GenerateOptions): Promise<TaskResult>;
+  /** Called once the frame's tasks are done with the features. */
+  release?(vision: V): void;
 }
 
 /** What the loop needs of the per-camera newest-frame slot. */
@@ -172,7 +182,7 @@ export class CameraLoop {
 
   async #process(camera: LoopCamera, frame: Frame, due: TaskSchedule[]): Promise<void> {
     const { model, events, generate } = this.#options;
-    let vision: VisionFeatures;
+    let vision: EncodedFrame;
     try {
       vision = await model.encodeImage(frameImage(frame));
     } catch (error) {
@@ -193,6 +203,7 @@ export class CameraLoop {
         events.error(camera.name, "inference", error);
       }
     }
+    model.release?.(vision);
     this.processedFrames++;
     events.processed(camera.name, stages);
   }
@@ -205,12 +216,16 @@ export class CameraLoop {
       return;
     }
     this.#lastFrame.set(camera.name, frame);
+    const model = this.#options.model;
+    let vision: EncodedFrame | undefined;
     try {
-      const vision = await this.#options.model.encodeImage(frameImage(frame));
-      const result = await this.#options.model.runTask(vision, { task: request.task, text: request.text }, this.#options.generate);
+      vision = await model.encodeImage(frameImage(frame));
+      const result = await model.runTask(vision, { task: request.task, text: request.text }, this.#options.generate);
       request.resolve(this.#message(camera.name, frame, result, request.text));
     } catch (error) {
       request.reject(error);
+    } finally {
+      if (vision) model.release?.(vision);
     }
   }
 

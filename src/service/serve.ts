@@ -10,7 +10,7 @@ import { performance } from "node:perf_hooks";
 import process from "node:process";
 import type { RuntimeEnvironment } from "../config.ts";
 import { FlorenceError } from "../errors.ts";
-import type { Florence2, TaskResult } from "../florence/florence2.ts";
+import type { TaskResult, VisionFeatures } from "../florence/florence2.ts";
 import { renderSnapshot } from "../florence/image.ts";
 import { loadFlorence } from "../mod.ts";
 import { bundledModelDir, packageRoot } from "../paths.ts";
@@ -19,7 +19,7 @@ import { applySetCommand } from "./commands.ts";
 import type { CameraConfig, ServiceConfig, SourceConfig, TaskSchedule } from "./config.ts";
 import { LatestFrame, waitForAnyFrame } from "./latest.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { CameraLoop } from "./loop.ts";
+import { CameraLoop, type InferenceModel } from "./loop.ts";
 import { type MetricsServer, ServiceMetrics, startMetricsServer } from "./metrics.ts";
 import { MqttPublisher } from "./mqtt.ts";
 import { overlayFromResult } from "./overlay.ts";
@@ -27,6 +27,14 @@ import { createSource } from "./sources/index.ts";
 import type { CreateSourceOptions } from "./sources/spec.ts";
 import { createNotifier, WatchdogFeeder } from "./systemd.ts";
 import type { Frame, FrameSource, ResultMessage } from "./types.ts";
+import { WorkerModel } from "./worker_model.ts";
+
+/** The model as the service uses it: the loop's interface, what the logs name, and one dispose for all of it. */
+type ServiceModel = InferenceModel & {
+  readonly files: { readonly id: string; readonly dir: string; readonly precision: string };
+  readonly engine: { readonly description: string };
+  dispose(): Promise<void>;
+};
 
 export interface ServeOptions {
   env: RuntimeEnvironment;
@@ -99,7 +107,7 @@ export async function serve(config: ServiceConfig, options: ServeOptions): Promi
   const cameras = config.cameras.length > 0 ? config.cameras : [embeddedCamera()];
   const embedded = config.cameras.length === 0;
   const cleanups: (() => Promise<void> | void)[] = [];
-  let model: Florence2 | undefined;
+  let model: ServiceModel | undefined;
   let broker: EmbeddedBroker | undefined;
   let publisher: MqttPublisher | undefined;
   let metricsServer: MetricsServer | undefined;
@@ -121,10 +129,7 @@ export async function serve(config: ServiceConfig, options: ServeOptions): Promi
       await loop?.stop(); // finishes the inference in flight
       if (publisher) await publisher.stop(5000).catch((e) => log.warn("mqtt stop failed", { error: String(e) }));
       await metricsServer?.close().catch(() => undefined);
-      if (model) {
-        await model.dispose();
-        await model.engine.dispose();
-      }
+      await model?.dispose();
       await broker?.close().catch(() => undefined);
       for (const cleanup of cleanups) await cleanup();
       notifier.close();
@@ -141,15 +146,32 @@ export async function serve(config: ServiceConfig, options: ServeOptions): Promi
     // model
     const modelPath = config.model.path ?? bundledModelDir();
     if (config.model.path === undefined) log.warn("no model configured: using the bundled tiny random-weight model (its output is meaningless)", { model: modelPath, fix: "set model.path in the config or pass --model DIR" });
-    model = await loadFlorence(modelPath, {
+    const open = {
       env: options.env,
       backend: config.model.backend,
       precision: config.model.precision,
       ...(config.model.threads ? { threads: config.model.threads } : {}),
       resize: config.model.resize,
-      log: (line) => log.info(line),
-    });
-    log.info("model loaded", { model: model.files.id, dir: model.files.dir, backend: model.engine.description, precision: model.files.precision });
+      log: (line: string) => log.info(line),
+    };
+    // ONNX Runtime's Node binding runs sessions on the calling thread: in a worker, a vision pass no longer holds up
+    // MQTT keep-alives, commands, source pipes and the watchdog
+    if (config.model.thread === "worker") {
+      model = await WorkerModel.start(modelPath, open);
+    } else {
+      const local = await loadFlorence(modelPath, open);
+      model = {
+        files: local.files,
+        engine: local.engine,
+        encodeImage: (image) => local.encodeImage(image),
+        runTask: (vision, request, generate) => local.runTask(vision as VisionFeatures, request, generate),
+        dispose: async () => {
+          await local.dispose();
+          await local.engine.dispose();
+        },
+      };
+    }
+    log.info("model loaded", { model: model.files.id, dir: model.files.dir, backend: model.engine.description, precision: model.files.precision, thread: config.model.thread });
 
     // broker
     let url = config.mqtt.url;
