@@ -450,8 +450,14 @@ async function greedySearch(decoder: DecoderStep, batch: number, config: Generat
           bestToken = i;
         }
       }
+      // the token's log-probability (the confidence score): log-sum-exp over the row, skipping terms below
+      // e^-40 of the largest, whose sum stays under vocab · 4e-18 (far below float32 resolution)
       let sum = 0;
-      for (let i = off; i < off + vocab; i++) sum += Math.exp(logits[i]! - best);
+      const floor = best - 40;
+      for (let i = off; i < off + vocab; i++) {
+        const x = logits[i]!;
+        if (x > floor) sum += Math.exp(x - best);
+      }
       tokens[r] = bestToken;
       sequences[seqOff + curLen] = bestToken;
       logprobs[seqOff + curLen] = fround(-Math.log(sum));
