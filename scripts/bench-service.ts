@@ -29,6 +29,7 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { connectAsync, type MqttClient } from "mqtt";
 import { quantile } from "../src/bench.ts";
+import { readEnvironment } from "../src/config.ts";
 import { type FlagSpec, parseFlags, usage } from "../src/cli_args.ts";
 import { OnnxRuntimeEngine } from "../src/engine/onnxruntime/onnxruntime.ts";
 import { describeValue, FlorenceError } from "../src/errors.ts";
@@ -38,7 +39,8 @@ import { isTaskToken, TASKS } from "../src/florence/tasks.ts";
 import { type EmbeddedBroker, startBroker } from "../src/service/broker.ts";
 import type { TaskSchedule } from "../src/service/config.ts";
 import { LatestFrame, waitForAnyFrame } from "../src/service/latest.ts";
-import { CameraLoop, type InferenceModel } from "../src/service/loop.ts";
+import { CameraLoop, type EncodedFrame, type InferenceModel } from "../src/service/loop.ts";
+import { WorkerModel } from "../src/service/worker_model.ts";
 import { MqttPublisher } from "../src/service/mqtt.ts";
 import { createSource } from "../src/service/sources/index.ts";
 import type { Frame, FrameSource, ResultMessage } from "../src/service/types.ts";
@@ -57,6 +59,8 @@ export interface ServiceBenchOptions {
   frameFormat: "jpeg" | "rgb24";
   tasks: string[];
   threads: number;
+  /** Where inference runs (serve.ts: model.thread). */
+  thread: "worker" | "main";
   numBeams: number | undefined;
   maxNewTokens: number | undefined;
   durationS: number;
@@ -76,6 +80,7 @@ export const FLAGS: Record<string, FlagSpec> = {
   "frame-format": { kind: "string", choices: ["jpeg", "rgb24"], help: "what the source hands over (default jpeg, as serve does)" },
   task: { kind: "strings", help: 'task run on every frame, repeatable (default "<OD>")' },
   threads: { kind: "int", min: 1, max: 1024, help: "ONNX Runtime intra-op threads (default: all cores)" },
+  thread: { kind: "string", choices: ["worker", "main"], help: "where inference runs: a worker thread like the service (default), or the main thread" },
   "num-beams": { kind: "int", min: 1, max: 16, help: "beam count (default: the model's generation_config, as serve does)" },
   "max-new-tokens": { kind: "int", min: 1, max: 4096, help: "token limit (default: the model's)" },
   json: { kind: "boolean", help: "print one JSON object instead of text" },
@@ -108,6 +113,7 @@ export function parseServiceBenchArgs(argv: readonly string[], repoRoot: () => s
     frameFormat: (flags["frame-format"] as "jpeg" | "rgb24" | undefined) ?? "jpeg",
     tasks,
     threads: (flags["threads"] as number | undefined) ?? availableParallelism(),
+    thread: (flags["thread"] as "worker" | "main" | undefined) ?? "worker",
     numBeams: flags["num-beams"] as number | undefined,
     maxNewTokens: flags["max-new-tokens"] as number | undefined,
     durationS: (flags["duration"] as number | undefined) ?? 60,
@@ -180,13 +186,16 @@ interface FrameRecord {
 }
 
 /** Wraps the model so that the loop's calls are timed per frame. */
-function timedModel(model: Florence2): { model: InferenceModel; current: () => FrameRecord | undefined } {
+/** The model the service runs: in a worker thread as serve.ts does by default, or on this thread. */
+type BenchModel = InferenceModel & { dispose(): Promise<void> };
+
+function timedModel(model: InferenceModel): { model: InferenceModel; current: () => FrameRecord | undefined } {
   let current: FrameRecord | undefined;
   return {
     current: () => current,
     model: {
       files: model.files,
-      async encodeImage(image: RgbImage | Uint8Array | string): Promise<VisionFeatures> {
+      async encodeImage(image: RgbImage | Uint8Array): Promise<EncodedFrame> {
         const record: FrameRecord = { encodeStart: performance.now(), modelMs: 0 };
         current = record;
         try {
@@ -195,7 +204,7 @@ function timedModel(model: Florence2): { model: InferenceModel; current: () => F
           record.modelMs += performance.now() - record.encodeStart;
         }
       },
-      async runTask(vision: VisionFeatures, request: { task: string; text?: string | undefined }, options?: GenerateOptions): Promise<TaskResult> {
+      async runTask(vision: EncodedFrame, request: { task: string; text?: string | undefined }, options?: GenerateOptions): Promise<TaskResult> {
         const t0 = performance.now();
         try {
           return await model.runTask(vision, request, options);
@@ -203,6 +212,7 @@ function timedModel(model: Florence2): { model: InferenceModel; current: () => F
           if (current) current.modelMs += performance.now() - t0;
         }
       },
+      release: (vision: EncodedFrame) => model.release?.(vision),
     },
   };
 }
@@ -305,7 +315,7 @@ export async function runServiceBench(options: ServiceBenchOptions, repoRoot: st
   let subscriber: MqttClient | undefined;
   let source: FrameSource | undefined;
   let loop: CameraLoop | undefined;
-  let model: Florence2 | undefined;
+  let model: BenchModel | undefined;
   const engine = new OnnxRuntimeEngine({ intraOpThreads: options.threads });
   try {
     if (clip === undefined) {
@@ -315,7 +325,12 @@ export async function runServiceBench(options: ServiceBenchOptions, repoRoot: st
       if (made.status !== 0) throw new FlorenceError("INVALID_ARGUMENT", `scripts/make-test-clip.sh failed: ${String(made.stderr).trim()}`, { fix: "check ffmpeg, or pass --clip" });
     }
 
-    model = await Florence2.load(options.model, { engine });
+    if (options.thread === "worker") {
+      model = await WorkerModel.start(options.model, { env: readEnvironment({}), backend: "onnxruntime", threads: options.threads });
+    } else {
+      const local = await Florence2.load(options.model, { engine });
+      model = { files: local.files, encodeImage: (i) => local.encodeImage(i), runTask: (v, r, o) => local.runTask(v as VisionFeatures, r, o), dispose: () => local.dispose() };
+    }
     const timed = timedModel(model);
     broker = await startBroker({ host: "127.0.0.1", port: 0 });
 
@@ -427,7 +442,7 @@ export async function runServiceBench(options: ServiceBenchOptions, repoRoot: st
       if (status.state === "failed" || status.state === "stalled" || status.state === "restarting") progress(`source ${status.state}: ${status.reason ?? ""}`);
     });
     loop.start();
-    progress(`${sourceDescription}; ${options.tasks.join(" + ")} with ${engine.description}; warm-up ${options.warmupS} s, then ${options.durationS} s`);
+    progress(`${sourceDescription}; ${options.tasks.join(" + ")} with ${engine.description} (inference on the ${options.thread === "worker" ? "worker" : "main"} thread); warm-up ${options.warmupS} s, then ${options.durationS} s`);
 
     const sleep = (ms: number) => Promise.race([new Promise<boolean>((r) => setTimeout(() => r(false), ms)), interrupted.then(() => true)]);
     if (await sleep(options.warmupS * 1000)) throw new FlorenceError("INVALID_ARGUMENT", "interrupted during the warm-up");
