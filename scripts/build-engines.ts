@@ -46,7 +46,6 @@ export const ENGINE_GRAPHS = ["vision_encoder", "embed_tokens", "encoder_model",
 export type EngineGraph = (typeof ENGINE_GRAPHS)[number];
 
 export const JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec";
-const MANIFEST_SCHEMA = 1;
 /** ONNX files are protobufs: one message cannot exceed 2 GiB. */
 const PROTOBUF_LIMIT = 2 ** 31 - 1;
 
@@ -83,48 +82,9 @@ export interface BuildEnginesOptions {
   signal?: AbortSignal;
 }
 
-export interface ShapeRange {
-  min: number[];
-  opt: number[];
-  max: number[];
-}
-
-export interface EngineEntry {
-  plan: string;
-  planSha256: string;
-  planBytes: number;
-  /** The model file(s) it was made from, relative to the model folder, with their sha256. */
-  sources: { file: string; sha256: string }[];
-  /** How the ONNX given to trtexec was made from the sources. */
-  derivation: string;
-  /** sha256 of the ONNX given to trtexec. */
-  onnxSha256: string;
-  /** trtexec arguments other than file paths (--onnx, --saveEngine, --timingCacheFile). */
-  flags: string[];
-  profiles: Record<string, ShapeRange>;
-  /** TensorRT 10: ONNX node names kept in FP32 through --layerPrecisions; strongly typed: the FP32 node count. */
-  fp32Layers: string[] | number;
-  inputs: { name: string; type: string; shape: (number | string)[] }[];
-  outputs: { name: string; type: string; shape: (number | string)[] }[];
-  buildSeconds: number;
-  builtAt: string;
-}
-
-export interface EngineManifest {
-  schema: number;
-  model: { id: string; dir: string; precision: string };
-  tensorrt: { version: string; major: number; trtexec: string };
-  cuda: { driver: string | null; toolkit: string | null };
-  gpu: { name: string; computeCapability: string; driver: string | null };
-  /** "fp16-precision-constraints" (TensorRT 10, --fp16) or "strongly-typed-mixed-precision" (--stronglyTyped). */
-  mode: BuildMode;
-  limits: { maxBatch: number; maxBeams: number; maxDecoderRows: number; maxPrompt: number; maxNewTokens: number; imageTokens: number };
-  graphs: Partial<Record<EngineGraph, EngineEntry>>;
-  timingCache: string;
-  createdAt: string;
-}
-
-export type BuildMode = "fp16-precision-constraints" | "strongly-typed-mixed-precision";
+import { type BuildMode, type EngineEntry, type EngineManifest, MANIFEST_SCHEMA, type ShapeRange, engineDirName } from "../src/engine/tensorrt/manifest.ts";
+export type { BuildMode, EngineEntry, EngineManifest, ShapeRange };
+export { engineDirName };
 
 export interface BuildEnginesResult {
   engineDir: string;
@@ -193,12 +153,20 @@ interface CommandOutput {
 
 function runCapture(command: string, args: string[], timeoutMs = 60_000): Promise<CommandOutput> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], timeout: timeoutMs });
+    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+    // our own timer, cleared however the child ends (spawn's `timeout` outlives a command that fails to start)
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
     let output = "";
     child.stdout.on("data", (c: Buffer) => (output += c.toString()));
     child.stderr.on("data", (c: Buffer) => (output += c.toString()));
-    child.on("error", reject);
-    child.on("close", (code, signal) => resolvePromise({ code, signal, output }));
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolvePromise({ code, signal, output });
+    });
   });
 }
 
@@ -295,11 +263,6 @@ async function detectCudaToolkit(): Promise<string | null> {
   return null;
 }
 
-/** `engines/<model-id>/<this folder>`: the GPU, its compute capability and the TensorRT version. */
-export function engineDirName(gpuName: string, computeCapability: string, trtVersion: string): string {
-  const gpu = gpuName.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "") || "gpu";
-  return `${gpu}-sm${computeCapability.replace(".", "")}-trt${trtVersion}`;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Graph preparation: FP32 islands, layer names, mixed precision
@@ -823,7 +786,7 @@ interface PreparedGraph {
   profiles: Record<string, ShapeRange>;
   fp32Layers: string[] | number;
   derivation: string;
-  sources: { file: string; sha256: string }[];
+  sources: EngineEntry["sources"];
   inputs: EngineEntry["inputs"];
   outputs: EngineEntry["outputs"];
 }
@@ -867,8 +830,11 @@ async function* prepareGraphs(ctx: BuildContext): AsyncGenerator<PreparedGraph> 
     const bytes = new Uint8Array(await readFile(path));
     const model = parseModel(bytes);
     const dataFiles = await loadExternalData(model, dirname(path));
-    const sources = [{ file: join("onnx", basename(path)), sha256: sha256(bytes) }];
-    for (const f of dataFiles) sources.push({ file: join("onnx", f), sha256: await sha256File(join(dirname(path), f)) });
+    const sources = [{ file: join("onnx", basename(path)), sha256: sha256(bytes), bytes: bytes.length }];
+    for (const f of dataFiles) {
+      const dataPath = join(dirname(path), f);
+      sources.push({ file: join("onnx", f), sha256: await sha256File(dataPath), bytes: (await stat(dataPath)).size });
+    }
     return { model, sources };
   };
   const finish = (graph: EngineGraph, model: ModelProto, derivation: string, sources: PreparedGraph["sources"]): PreparedGraph => {

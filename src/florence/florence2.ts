@@ -138,7 +138,8 @@ export class Florence2 {
     else wanted.push("decoder_model", "decoder_with_past_model");
     try {
       for (const name of wanted) {
-        const path = files.graphs[name]!;
+        // TensorRT's split decoders may exist only as engines cut from the merged graph: name that file then
+        const path = files.graphs[name] ?? files.graphs.decoder_model_merged!;
         const host = name === "embed_tokens" && options.engine.backend === "onnxruntime" && options.hostEmbedding !== false
           ? await loadHostEmbedding(name, path)
           : undefined;

@@ -35,6 +35,8 @@ import { DataType, type ModelProto, newNode, newTensor, parseModel, serializeMod
 import { splitMergedDecoderModel } from "../../src/engine/onnx/split.ts";
 import { OnnxRuntimeEngine } from "../../src/engine/onnxruntime/onnxruntime.ts";
 import { isFlorenceError } from "../../src/errors.ts";
+import { gpuKey, parseManifest } from "../../src/engine/tensorrt/manifest.ts";
+import { checkManifest, engineFolderName, findEngines, type MachineInfo, readManifest } from "../../src/engine/tensorrt/runtime.ts";
 import { TINY_MODEL } from "../support/paths.ts";
 
 console.log("build_engines: trtexec and nvidia-smi are stand-in scripts here (TensorRT cannot be installed on this machine); real builds need scripts/ on a GPU machine");
@@ -237,7 +239,7 @@ test("TensorRT version from trtexec banners of 8.6, 10.x and 11.x", () => {
   assert.equal(parseTensorRTVersion("&&&& RUNNING TensorRT.trtexec [TensorRT v11.1.0.106] [b48] # trtexec")?.version, "11.1.0");
   assert.equal(parseTensorRTVersion("[I] TensorRT version: 10.16.0")?.version, "10.16.0");
   assert.is(parseTensorRTVersion("trtexec: command not found"), undefined);
-  assert.is(engineDirName("Orin (nvgpu)", "8.7", "10.3.0"), "orin-nvgpu-sm87-trt10.3.0");
+  assert.is(engineDirName("Orin (nvgpu)", "8.7", "10.3.0"), "orin-sm87-trt10.3.0");
   assert.is(engineDirName("NVIDIA GeForce RTX 4090", "8.9", "10.13.3"), "nvidia-geforce-rtx-4090-sm89-trt10.13.3");
 });
 
@@ -296,7 +298,8 @@ test("TensorRT 10: five engines, manifest, profiles, FP32 layers, timing cache; 
       assert.is(entry.onnxSha256, sha256(onnxBytes), `${graph} onnx sha256`);
       assert.is(entry.planSha256, sha256(new Uint8Array(await readFile(join(engineDir, `${graph}.plan`)))), `${graph} plan sha256`);
       const sourceFile = graph.startsWith("decoder") ? "decoder_model_merged.onnx" : `${graph}.onnx`;
-      assert.equal(entry.sources, [{ file: join("onnx", sourceFile), sha256: sha256(new Uint8Array(await readFile(join(TINY_MODEL, "onnx", sourceFile)))) }]);
+      const sourceBytes = new Uint8Array(await readFile(join(TINY_MODEL, "onnx", sourceFile)));
+      assert.equal(entry.sources, [{ file: join("onnx", sourceFile), sha256: sha256(sourceBytes), bytes: sourceBytes.length }]);
       const model = parseModel(onnxBytes);
 
       // profiles: every dynamic input, with its rank; fixed dims as declared; min ≤ opt ≤ max
@@ -374,6 +377,53 @@ test("TensorRT 10: five engines, manifest, profiles, FP32 layers, timing cache; 
     await rm(s.dir, { recursive: true, force: true });
     await rm(out, { recursive: true, force: true });
   }
+});
+
+test("the runtime reads what the build writes: findEngines finds the folder, the manifest passes its checks, another GPU or TensorRT is refused", async () => {
+  const s = await writeStandIns();
+  const out = await tempOut();
+  try {
+    await buildEngines(options(s, out));
+    const machine: MachineInfo = { gpuName: "NVIDIA GeForce RTX 4090", computeCapability: "8.9", tensorrtVersion: "10.3.0", cudaRuntimeVersion: 12040, cudaDriverVersion: 12040, integrated: false };
+    const found = await findEngines(out, "tiny-seed0", { machine });
+    assert.ok(found.ok, found.ok ? "" : found.reason);
+    assert.is(found.engineDir, join(out, "tiny-seed0", GPU_DIR_10));
+    assert.equal(Object.keys(found.manifest.graphs).sort(), [...ENGINE_GRAPHS].sort());
+    const manifest = await readManifest(found.engineDir);
+    checkManifest(manifest, machine, found.engineDir);
+    const refused = (other: Partial<MachineInfo>, pattern: RegExp) => {
+      try {
+        checkManifest(manifest, { ...machine, ...other }, found.engineDir);
+        assert.unreachable("refused");
+      } catch (error) {
+        assert.ok(isFlorenceError(error, "ENGINE_UNAVAILABLE"), String(error));
+        assert.match((error as Error).message, pattern);
+        assert.match((error as Error).message, /npm run build:engines -- --model/);
+      }
+    };
+    refused({ tensorrtVersion: "10.13.0" }, /TensorRT 10\.3\.0 \(this machine has 10\.13\.0\)/);
+    refused({ computeCapability: "8.7" }, /compute capability 8\.9/);
+    refused({ gpuName: "NVIDIA GeForce RTX 4080" }, /GPU NVIDIA GeForce RTX 4090/);
+    const elsewhere = await findEngines(out, "tiny-seed0", { machine: { ...machine, tensorrtVersion: "10.16.0" } });
+    assert.ok(!elsewhere.ok && /engines for other machines: .*trt10\.3\.0/.test(elsewhere.reason), elsewhere.ok ? "" : elsewhere.reason);
+    // a damaged manifest is refused with the field named
+    const path = join(found.engineDir, "manifest.json");
+    const json = JSON.parse(await readFile(path, "utf8"));
+    assert.throws(() => parseManifest({ ...json, schema: 2 }, path), /schema must be 1/);
+    assert.throws(() => parseManifest({ ...json, tensorrt: { version: "ten" } }, path), /tensorrt\.version/);
+    assert.throws(() => parseManifest({ ...json, graphs: { vision_encoder: { ...json.graphs.vision_encoder, plan: "../x.plan" } } }, path), /plan must be a file name/);
+  } finally {
+    await rm(s.dir, { recursive: true, force: true });
+    await rm(out, { recursive: true, force: true });
+  }
+});
+
+test("engine folder names: one GPU whether nvidia-smi or the driver names it (Jetson: \"Orin (nvgpu)\" and \"Orin\")", () => {
+  assert.is(engineDirName("Orin (nvgpu)", "8.7", "10.3.0"), "orin-sm87-trt10.3.0");
+  assert.is(engineFolderName({ gpuName: "Orin", computeCapability: "8.7", tensorrtVersion: "10.3.0" }), "orin-sm87-trt10.3.0");
+  assert.is(engineDirName("NVIDIA GeForce RTX 4090", "8.9", "10.3.0"), GPU_DIR_10);
+  assert.is(gpuKey("NVIDIA H100 80GB HBM3"), "nvidia-h100-80gb-hbm3");
+  assert.is(gpuKey("()"), "gpu");
 });
 
 test("up-to-date engines are skipped; changed flags, a damaged plan or --force rebuild exactly what they touch", async () => {

@@ -14,7 +14,7 @@
 import { createHash } from "node:crypto";
 import { createReadStream, existsSync } from "node:fs";
 import { open, readdir, readFile, stat } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { checkFeeds, elementCount, type Engine, type Graph, type Tensor, type TensorData, type TensorType, type ValueInfo } from "../engine.ts";
 import { float32ToFloat16, fromHalf } from "../float16.ts";
 import { FlorenceError } from "../../errors.ts";
@@ -41,6 +41,7 @@ import {
   SONAMES,
   wrapperDeleter,
 } from "./ffi.ts";
+import { type EngineEntry, type EngineManifest, engineDirName, gpuKey, parseManifest } from "./manifest.ts";
 
 const REBUILD = "npm run build:engines -- --model";
 
@@ -62,79 +63,15 @@ export interface MachineInfo {
   integrated: boolean;
 }
 
-export interface EngineProfile {
-  /** Per input tensor: its min / opt / max shapes. */
-  [input: string]: { min: number[]; opt: number[]; max: number[] };
-}
+export type { EngineEntry, EngineManifest } from "./manifest.ts";
 
-export interface EngineGraphRecord {
-  /** The plan file, relative to the engine folder. */
-  plan: string;
-  /** The ONNX file it was built from, relative to the model folder (informative). */
-  onnx: string;
-  onnxSha256: string;
-  onnxBytes: number;
-  profiles: EngineProfile[];
-}
-
-/** manifest.json in an engine folder; `npm run build:engines` writes it. */
-export interface EngineManifest {
-  format: 1;
-  modelId: string;
-  /** The TensorRT version the plans were built with ("10.3.0"); they load only with the same one. */
-  tensorrtVersion: string;
-  cudaRuntimeVersion?: number;
-  gpu: { name: string; computeCapability: string };
-  /** ISO 8601. */
-  builtAt: string;
-  builder?: string;
-  /** Builder flags, e.g. ["fp16"]. */
-  flags?: string[];
-  graphs: Record<string, EngineGraphRecord>;
-}
-
-/** A folder name a GPU and TensorRT version map to: `nvidia-h100-80gb-hbm3-sm90-trt10.16.0`. */
+/** The folder a GPU and TensorRT version map to (manifest.ts engineDirName): `geforce-rtx-4090-sm89-trt10.3.0`. */
 export function engineFolderName(machine: Pick<MachineInfo, "gpuName" | "computeCapability" | "tensorrtVersion">): string {
-  const gpu = machine.gpuName.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "") || "gpu";
-  return `${gpu}-sm${machine.computeCapability.replace(".", "")}-trt${machine.tensorrtVersion}`;
+  return engineDirName(machine.gpuName, machine.computeCapability, machine.tensorrtVersion);
 }
 
 function manifestError(path: string, message: string): FlorenceError {
   return new FlorenceError("MODEL_FILE_INVALID", `${path}: ${message}`, { fix: `rebuild the engines: ${REBUILD} DIR` });
-}
-
-/** Validates a parsed manifest.json; errors name the offending field. */
-export function parseManifest(value: unknown, path: string): EngineManifest {
-  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
-  if (!isObject(value)) throw manifestError(path, "must be a JSON object");
-  if (value["format"] !== 1) throw manifestError(path, `format must be 1, got ${JSON.stringify(value["format"])}`);
-  for (const key of ["modelId", "tensorrtVersion", "builtAt"]) {
-    if (typeof value[key] !== "string") throw manifestError(path, `${key} must be a string, got ${JSON.stringify(value[key])}`);
-  }
-  if (!/^\d+\.\d+\.\d+$/.test(value["tensorrtVersion"] as string)) throw manifestError(path, `tensorrtVersion must look like "10.3.0", got ${JSON.stringify(value["tensorrtVersion"])}`);
-  const gpu = value["gpu"];
-  if (!isObject(gpu) || typeof gpu["name"] !== "string" || typeof gpu["computeCapability"] !== "string" || !/^\d+\.\d+$/.test(gpu["computeCapability"])) {
-    throw manifestError(path, `gpu must be {"name": string, "computeCapability": "8.7"}, got ${JSON.stringify(gpu)}`);
-  }
-  const graphs = value["graphs"];
-  if (!isObject(graphs) || Object.keys(graphs).length === 0) throw manifestError(path, "graphs must be an object with one entry per graph");
-  for (const [name, record] of Object.entries(graphs)) {
-    const where = `graphs.${name}`;
-    if (!isObject(record)) throw manifestError(path, `${where} must be an object`);
-    for (const key of ["plan", "onnx", "onnxSha256"]) if (typeof record[key] !== "string") throw manifestError(path, `${where}.${key} must be a string`);
-    if (!Number.isSafeInteger(record["onnxBytes"]) || (record["onnxBytes"] as number) < 0) throw manifestError(path, `${where}.onnxBytes must be a byte count`);
-    if ((record["plan"] as string).includes("..")) throw manifestError(path, `${where}.plan must be a file in the engine folder, got ${JSON.stringify(record["plan"])}`);
-    const profiles = record["profiles"];
-    if (!Array.isArray(profiles)) throw manifestError(path, `${where}.profiles must be an array`);
-    profiles.forEach((profile, p) => {
-      if (!isObject(profile)) throw manifestError(path, `${where}.profiles[${p}] must be an object`);
-      for (const [input, range] of Object.entries(profile)) {
-        const ok = isObject(range) && ["min", "opt", "max"].every((k) => Array.isArray(range[k]) && (range[k] as unknown[]).every((d) => Number.isSafeInteger(d) && (d as number) >= 0));
-        if (!ok) throw manifestError(path, `${where}.profiles[${p}].${input} must be {"min": [...], "opt": [...], "max": [...]} of non-negative integers`);
-      }
-    });
-  }
-  return value as unknown as EngineManifest;
 }
 
 export async function readManifest(engineDir: string): Promise<EngineManifest> {
@@ -151,15 +88,15 @@ export async function readManifest(engineDir: string): Promise<EngineManifest> {
   } catch (cause) {
     throw manifestError(path, `not valid JSON (${(cause as Error).message})`);
   }
-  return parseManifest(json, path);
+  return parseManifest(json, path, `${REBUILD} DIR`);
 }
 
 /** Refuses engines built for another GPU or TensorRT version, saying how to rebuild. */
 export function checkManifest(manifest: EngineManifest, machine: MachineInfo, engineDir: string, modelDir?: string): void {
   const problems: string[] = [];
-  if (manifest.tensorrtVersion !== machine.tensorrtVersion) problems.push(`TensorRT ${manifest.tensorrtVersion} (this machine has ${machine.tensorrtVersion})`);
+  if (manifest.tensorrt.version !== machine.tensorrtVersion) problems.push(`TensorRT ${manifest.tensorrt.version} (this machine has ${machine.tensorrtVersion})`);
   if (manifest.gpu.computeCapability !== machine.computeCapability) problems.push(`compute capability ${manifest.gpu.computeCapability} (this GPU is ${machine.computeCapability})`);
-  else if (machine.gpuName !== "GPU" && manifest.gpu.name !== machine.gpuName) problems.push(`GPU ${manifest.gpu.name} (this GPU is ${machine.gpuName})`);
+  else if (machine.gpuName !== "GPU" && gpuKey(manifest.gpu.name) !== gpuKey(machine.gpuName)) problems.push(`GPU ${manifest.gpu.name} (this GPU is ${machine.gpuName})`);
   if (problems.length > 0) {
     throw new FlorenceError("ENGINE_UNAVAILABLE", `the TensorRT engines in ${engineDir} were built for ${problems.join(" and ")}`, {
       fix: `TensorRT engines only run on the GPU and TensorRT version they were built with: rebuild them on this machine with ${REBUILD} ${modelDir ?? "DIR"}`,
@@ -1148,7 +1085,7 @@ export class TensorRtEngine implements Engine {
   static async open(options: TensorRtOptions): Promise<TensorRtEngine> {
     const manifest = await readManifest(options.engineDir);
     const cuda = CudaRuntime.open(options.cuda);
-    const loaded = tryLoadTensorRt({ ...options.tensorrt, preferMajor: Number(manifest.tensorrtVersion.split(".")[0]) });
+    const loaded = tryLoadTensorRt({ ...options.tensorrt, preferMajor: manifest.tensorrt.major });
     if (!loaded.ok) throw new FlorenceError("ENGINE_UNAVAILABLE", loaded.reason, { fix: "install TensorRT 10 or 11 (JetPack 6/7 include it), or use --backend onnxruntime" });
     const machine = describeMachine(cuda, loaded.trt);
     checkManifest(manifest, machine, options.engineDir, options.modelDir);
@@ -1196,18 +1133,23 @@ export class TensorRtEngine implements Engine {
     return graph;
   }
 
-  async #verifyOnnx(name: string, onnxPath: string, record: EngineGraphRecord): Promise<void> {
+  async #verifyOnnx(name: string, onnxPath: string, record: EngineEntry): Promise<void> {
     const mode = this.#options.verifyOnnx ?? "size";
     if (mode === "none" || !onnxPath || !existsSync(onnxPath)) return;
+    // the model file the plan was made from (for the split decoders: the merged decoder they were cut from)
+    const source = record.sources.find((s) => basename(s.file) === basename(onnxPath)) ?? record.sources[0];
+    if (!source) return;
+    const file = basename(onnxPath) === basename(source.file) ? onnxPath : join(dirname(onnxPath), basename(source.file));
+    if (!existsSync(file)) return;
     const stale = (what: string) =>
-      new FlorenceError("ENGINE_UNAVAILABLE", `the TensorRT engine for ${name} in ${this.engineDir} was built from another ${basename(onnxPath)} (${what})`, {
+      new FlorenceError("ENGINE_UNAVAILABLE", `the TensorRT engine for ${name} in ${this.engineDir} was built from another ${basename(file)} (${what})`, {
         fix: `rebuild the engines: ${REBUILD} ${this.#options.modelDir ?? "DIR"}`,
       });
-    const bytes = (await stat(onnxPath)).size;
-    if (bytes !== record.onnxBytes) throw stale(`${record.onnxBytes} bytes then, ${bytes} now`);
+    const bytes = (await stat(file)).size;
+    if (bytes !== source.bytes) throw stale(`${source.bytes} bytes then, ${bytes} now`);
     if (mode === "sha256") {
-      const digest = await sha256File(onnxPath);
-      if (digest !== record.onnxSha256.toLowerCase()) throw stale(`sha256 ${record.onnxSha256.slice(0, 12)}… then, ${digest.slice(0, 12)}… now`);
+      const digest = await sha256File(file);
+      if (digest !== source.sha256.toLowerCase()) throw stale(`sha256 ${source.sha256.slice(0, 12)}… then, ${digest.slice(0, 12)}… now`);
     }
   }
 
