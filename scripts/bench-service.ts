@@ -23,14 +23,13 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
 import { connectAsync, type MqttClient } from "mqtt";
 import { quantile } from "../src/bench.ts";
 import { readEnvironment } from "../src/config.ts";
-import { type FlagSpec, parseFlags, usage } from "../src/cli_args.ts";
+import { type FlagSpec, parseFlags, usage, runAsScript } from "../src/cli_args.ts";
 import { OnnxRuntimeEngine } from "../src/engine/onnxruntime/onnxruntime.ts";
 import { describeValue, FlorenceError } from "../src/errors.ts";
 import { Florence2, type GenerateOptions, type TaskResult, type VisionFeatures } from "../src/florence/florence2.ts";
@@ -635,13 +634,4 @@ async function main(argv: readonly string[]): Promise<number> {
   return 0;
 }
 
-if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (error: unknown) => {
-      const e = error as { code?: string; message?: string; stack?: string };
-      process.stderr.write(`${e instanceof FlorenceError ? `${e.code}: ${e.message}` : (e.stack ?? String(error))}\n`);
-      process.exit(1);
-    },
-  );
-}
+runAsScript(import.meta, main);

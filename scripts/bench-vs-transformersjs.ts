@@ -21,12 +21,11 @@ import { availableParallelism, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { type GraphRuns, quantile } from "../src/bench.ts";
+import { type GraphRuns, quantile, runTimes } from "../src/bench.ts";
 import { packageRoot } from "../src/paths.ts";
-import { type FlagSpec, parseFlags, usage } from "../src/cli_args.ts";
+import { type FlagSpec, parseFlags, usage, runAsScript } from "../src/cli_args.ts";
 import { FlorenceError, describeValue } from "../src/errors.ts";
 import { Florence2, type GenerateOptions, type TaskResult } from "../src/florence/florence2.ts";
 import { TASKS, type TaskToken, isTaskToken } from "../src/florence/tasks.ts";
@@ -259,30 +258,8 @@ interface Runner {
 async function ourRunner(options: BenchVsOptions): Promise<Runner & { runSeparately(tasks: readonly TaskToken[]): Promise<Iteration> }> {
   // the bare session time: measured around ONNX Runtime's own session.run, inside our engine seam (its input checks
   // and tensor wrapping count as our overhead, like everything else outside ONNX Runtime)
-  let spent = 0;
-  let byGraph: GraphRuns = {};
-  const take = (): number => {
-    const ms = spent;
-    spent = 0;
-    return ms;
-  };
-  const counted = {
-    take: (): GraphRuns => {
-      const runs = byGraph;
-      byGraph = {};
-      return runs;
-    },
-  };
-  const engine = new OnnxRuntimeEngine({
-    intraOpThreads: options.threads,
-    graphOptimizationLevel: "all",
-    onSessionRun(graph, ms) {
-      spent += ms;
-      const entry = (byGraph[graph] ??= { runs: 0, ms: 0 });
-      entry.runs++;
-      entry.ms += ms;
-    },
-  });
+  const times = runTimes();
+  const engine = new OnnxRuntimeEngine({ intraOpThreads: options.threads, graphOptimizationLevel: "all", onSessionRun: times.add });
   const model = await Florence2.load(options.model, { engine });
   const generate: GenerateOptions = { numBeams: 1, maxNewTokens: options.maxNewTokens };
   const config = model.generationConfig(generate);
@@ -297,7 +274,7 @@ async function ourRunner(options: BenchVsOptions): Promise<Runner & { runSeparat
       parse: results.reduce((s, r) => s + r.timings_ms.parse_ms, 0),
     };
     stages["other"] = total - Object.values(stages).reduce((a, b) => a + b, 0);
-    return { total, ids: results.map((r) => r.generated_ids), parsed: results.map((r) => r.result), stages, sessions: take(), graphRuns: counted.take() };
+    return { total, ids: results.map((r) => r.generated_ids), parsed: results.map((r) => r.result), stages, sessions: times.take(), graphRuns: times.takeByGraph() };
   };
   return {
     name: "florence-edge",
@@ -315,15 +292,15 @@ async function ourRunner(options: BenchVsOptions): Promise<Runner & { runSeparat
       repetition_penalty: 1,
     },
     async run(tasks) {
-      take();
-      counted.take();
+      times.take();
+      times.takeByGraph();
       const t0 = performance.now();
       const results = await model.infer(options.image, tasks.map((task) => ({ task })), generate);
       return iteration(results, performance.now() - t0);
     },
     async runSeparately(tasks) {
-      take();
-      counted.take();
+      times.take();
+      times.takeByGraph();
       const t0 = performance.now();
       const results: TaskResult[] = [];
       for (const task of tasks) results.push(...(await model.infer(options.image, { task }, generate)));
@@ -695,13 +672,4 @@ async function main(argv: readonly string[]): Promise<number> {
   return 0;
 }
 
-if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (error: unknown) => {
-      const e = error as { code?: string; message?: string; stack?: string };
-      process.stderr.write(`${e instanceof FlorenceError ? `${e.code}: ${e.message}` : (e.stack ?? String(error))}\n`);
-      process.exit(1);
-    },
-  );
-}
+runAsScript(import.meta, main);

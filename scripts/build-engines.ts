@@ -17,8 +17,7 @@ import { createReadStream, createWriteStream, existsSync } from "node:fs";
 import { access, constants, copyFile, link, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, delimiter, dirname, join, resolve } from "node:path";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
-import { parseFlags, requireFlag, type FlagSpec, usage } from "../src/cli_args.ts";
+import { parseFlags, requireFlag, type FlagSpec, usage, runAsScript } from "../src/cli_args.ts";
 import { float32ToFloat16 } from "../src/engine/float16.ts";
 import {
   AttributeType,
@@ -1293,5 +1292,4 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-const invokedDirectly = (import.meta as { main?: boolean }).main === true || (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url));
-if (invokedDirectly) process.exitCode = await main(process.argv.slice(2));
+runAsScript(import.meta, main);

@@ -27,9 +27,8 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { totalmem } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
 import { type BenchReport, runBench } from "../src/bench.ts";
-import { type FlagSpec, parseFlags, usage } from "../src/cli_args.ts";
+import { type FlagSpec, parseFlags, usage, runAsScript } from "../src/cli_args.ts";
 import { readEnvironment } from "../src/config.ts";
 import type { MachineInfo } from "../src/engine/tensorrt/runtime.ts";
 import { FlorenceError, isFlorenceError } from "../src/errors.ts";
@@ -785,10 +784,4 @@ export async function main(argv: readonly string[], say: (line: string) => void 
   return report.exitCode;
 }
 
-const invokedDirectly = (import.meta as { main?: boolean }).main === true || (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url));
-if (invokedDirectly) {
-  const code = await main(process.argv.slice(2));
-  // nothing may hold the process open once the report is out: TensorRT's and koffi's threads, or detectGpu's spawn
-  // timer (a missing nvidia-smi leaves it running for a minute)
-  process.exit(code);
-}
+runAsScript(import.meta, main);

@@ -46,40 +46,17 @@ export function quantile(values: readonly number[], q: number): number {
 
 export type GraphRuns = Record<string, { runs: number; ms: number }>;
 
-/**
- * Wraps an engine so that every graph run adds its wall time to a counter, in total (`take`) and per graph name
- * (`takeByGraph`). Output selection passes through unchanged, so the wrapped engine does the same work.
- */
-export function timedEngine(inner: Engine): { engine: Engine; take: () => number; takeByGraph: () => GraphRuns } {
+/** Graph-run times summed in total (`take`) and per graph (`takeByGraph`); each take returns and resets its sum. */
+export function runTimes(): { add: (graph: string, ms: number) => void; take: () => number; takeByGraph: () => GraphRuns } {
   let spent = 0;
   let byGraph: GraphRuns = {};
-  const wrap = (graph: Graph): Graph => ({
-    name: graph.name,
-    path: graph.path,
-    inputs: graph.inputs,
-    outputs: graph.outputs,
-    async run(feeds, outputs) {
-      const t0 = performance.now();
-      try {
-        return await graph.run(feeds, outputs);
-      } finally {
-        const ms = performance.now() - t0;
-        spent += ms;
-        const entry = (byGraph[graph.name] ??= { runs: 0, ms: 0 });
-        entry.runs++;
-        entry.ms += ms;
-      }
-    },
-    dispose: () => graph.dispose(),
-  });
-  const engine: Engine = {
-    backend: inner.backend,
-    description: inner.description,
-    loadGraph: async (name, path) => wrap(await inner.loadGraph(name, path)),
-    dispose: () => inner.dispose(),
-  };
   return {
-    engine,
+    add: (graph, ms) => {
+      spent += ms;
+      const entry = (byGraph[graph] ??= { runs: 0, ms: 0 });
+      entry.runs++;
+      entry.ms += ms;
+    },
     take: () => {
       const value = spent;
       spent = 0;
@@ -91,6 +68,36 @@ export function timedEngine(inner: Engine): { engine: Engine; take: () => number
       return value;
     },
   };
+}
+
+/**
+ * Wraps an engine so that every graph run adds its wall time to a counter, in total (`take`) and per graph name
+ * (`takeByGraph`). Output selection passes through unchanged, so the wrapped engine does the same work.
+ */
+export function timedEngine(inner: Engine): { engine: Engine; take: () => number; takeByGraph: () => GraphRuns } {
+  const times = runTimes();
+  const wrap = (graph: Graph): Graph => ({
+    name: graph.name,
+    path: graph.path,
+    inputs: graph.inputs,
+    outputs: graph.outputs,
+    async run(feeds, outputs) {
+      const t0 = performance.now();
+      try {
+        return await graph.run(feeds, outputs);
+      } finally {
+        times.add(graph.name, performance.now() - t0);
+      }
+    },
+    dispose: () => graph.dispose(),
+  });
+  const engine: Engine = {
+    backend: inner.backend,
+    description: inner.description,
+    loadGraph: async (name, path) => wrap(await inner.loadGraph(name, path)),
+    dispose: () => inner.dispose(),
+  };
+  return { engine, take: times.take, takeByGraph: times.takeByGraph };
 }
 
 export async function runBench(options: BenchOptions): Promise<BenchReport> {

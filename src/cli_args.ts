@@ -1,4 +1,7 @@
 /** A small, strict command-line parser: known flags only, typed values, repeated flags collected. */
+import { resolve } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { FlorenceError } from "./errors.ts";
 
 export type FlagKind = "string" | "int" | "number" | "boolean" | "strings";
@@ -75,4 +78,22 @@ export function usage(command: string, summary: string, specs: Record<string, Fl
     lines.push(`  --${name}${value}`.padEnd(40) + spec.help);
   }
   return lines.join("\n");
+}
+
+/**
+ * A script's entry point: when `meta` is the module the program started from (`node FILE`, or `deno run FILE`), runs
+ * `main` with the arguments and exits with its code, so that no library thread or timer holds the process open once
+ * the report is out. An error is printed as `CODE: message` (FlorenceError) or its stack, exit 1.
+ */
+export function runAsScript(meta: ImportMeta, main: (argv: readonly string[]) => Promise<number>): void {
+  const entry = process.argv[1];
+  const isMain = (meta as { main?: boolean }).main === true || (entry !== undefined && resolve(entry) === fileURLToPath(meta.url));
+  if (!isMain) return;
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      process.stderr.write(`${error instanceof FlorenceError ? `${error.code}: ${error.message}` : ((error as Error).stack ?? String(error))}\n`);
+      process.exit(1);
+    },
+  );
 }

@@ -129,6 +129,20 @@ def make_tokenizer(vocab_size: int, work: Path):
     return tokenizer
 
 
+def make_processor(tokenizer):
+    """Florence-2's processor: its image processor settings (768 x 768 bicubic, ImageNet mean/std, 577 image
+    tokens) around `tokenizer`."""
+    from transformers import CLIPImageProcessor, Florence2Processor
+
+    image_processor = CLIPImageProcessor(
+        do_resize=True, size={"height": 768, "width": 768}, resample=3, do_center_crop=False,
+        crop_size={"height": 768, "width": 768}, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], do_convert_rgb=True)
+    image_processor.image_seq_length = 577
+    return Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
+                              post_processor_config=POST_PROCESSOR_CONFIG)
+
+
 # ----------------------------------------------------------------------------------------------- model
 
 def make_model(tokenizer, args):
@@ -615,16 +629,10 @@ def main(argv: list[str]) -> int:
     (ref / "images").mkdir(parents=True, exist_ok=True)
 
     import transformers
-    from transformers import CLIPImageProcessor, Florence2Processor
+    from transformers import Florence2Processor
 
     tokenizer = make_tokenizer(args.vocab, out / ".work")
-    image_processor = CLIPImageProcessor(
-        do_resize=True, size={"height": 768, "width": 768}, resample=3, do_center_crop=False,
-        crop_size={"height": 768, "width": 768}, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], do_convert_rgb=True)
-    image_processor.image_seq_length = 577
-    processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
-                                   post_processor_config=POST_PROCESSOR_CONFIG)
+    processor = make_processor(tokenizer)
     model = make_model(tokenizer, args)
 
     images = make_images(ref / "images", args.seed)

@@ -90,16 +90,10 @@ def main(argv: list[str]) -> int:
     ref = out / "reference"
     (ref / "images").mkdir(parents=True, exist_ok=True)
 
-    from transformers import CLIPImageProcessor, Florence2Processor
+    from transformers import Florence2Processor
 
     tokenizer = fx.make_tokenizer(600, out / ".work")
-    image_processor = CLIPImageProcessor(
-        do_resize=True, size={"height": 768, "width": 768}, resample=3, do_center_crop=False,
-        crop_size={"height": 768, "width": 768}, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], do_convert_rgb=True)
-    image_processor.image_seq_length = 577
-    processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
-                                   post_processor_config=fx.POST_PROCESSOR_CONFIG)
+    processor = fx.make_processor(tokenizer)
     model = make_model(tokenizer, SIZES[args.size], args.seed)
     params = sum(t.numel() for t in model.parameters())
     fx.make_images(ref / "images", args.seed)

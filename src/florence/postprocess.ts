@@ -248,6 +248,16 @@ type ItemMatcher = (s: string, at: number, end: number) => number;
 function findItemPhrases(s: string, withText: boolean, matchItem: ItemMatcher): number[] {
   const out: number[] = [];
   const n = s.length;
+  /** The end of the run of items starting at `at` when it has four or more, else -1. */
+  const itemsEnd = (at: number): number => {
+    let e = at;
+    let count = 0;
+    for (let next = matchItem(s, e, n); next >= 0; next = matchItem(s, e, n)) {
+      e = next;
+      count++;
+    }
+    return count >= 4 ? e : -1;
+  };
   let p = 0;
   while (p < n) {
     if (withText) {
@@ -257,13 +267,8 @@ function findItemPhrases(s: string, withText: boolean, matchItem: ItemMatcher): 
       }
       const r = s.indexOf("<", p);
       if (r < 0) break;
-      let e = r;
-      let count = 0;
-      for (let next = matchItem(s, e, n); next >= 0; next = matchItem(s, e, n)) {
-        e = next;
-        count++;
-      }
-      if (count >= 4) {
+      const e = itemsEnd(r);
+      if (e >= 0) {
         out.push(p, e);
         p = e;
       } else {
@@ -275,13 +280,8 @@ function findItemPhrases(s: string, withText: boolean, matchItem: ItemMatcher): 
         if (p < 0) break;
         continue;
       }
-      let e = p;
-      let count = 0;
-      for (let next = matchItem(s, e, n); next >= 0; next = matchItem(s, e, n)) {
-        e = next;
-        count++;
-      }
-      if (count >= 4) {
+      const e = itemsEnd(p);
+      if (e >= 0) {
         out.push(p, e);
         p = e;
       } else {

@@ -12,25 +12,15 @@ import process from "node:process";
 import { promisify } from "node:util";
 import { OnnxRuntimeEngine } from "../../src/engine/onnxruntime/onnxruntime.ts";
 import { Florence2 } from "../../src/florence/florence2.ts";
+import type { ReferenceCase } from "../../scripts/hardware-test.ts";
 import { REFERENCE, REPO_ROOT, TINY_MODEL, readReference } from "../support/paths.ts";
 
-interface Case {
-  id: string;
-  images: string[];
-  task: string;
-  text_input: string | null;
-  generate_kwargs: Record<string, unknown>;
-  generated_ids: number[][];
-  text: string[];
-  result: Record<string, unknown>[];
-}
-
 const run = promisify(execFile);
-const cases = readReference<Case[]>("generate.json");
-const casesPil = existsSync(join(REFERENCE, "generate_pil.json")) ? readReference<Case[]>("generate_pil.json") : [];
+const cases = readReference<ReferenceCase[]>("generate.json");
+const casesPil = existsSync(join(REFERENCE, "generate_pil.json")) ? readReference<ReferenceCase[]>("generate_pil.json") : [];
 const image = (name: string) => join(REFERENCE, "images", name);
 
-async function checkCases(model: Florence2, list: Case[]): Promise<string[]> {
+async function checkCases(model: Florence2, list: ReferenceCase[]): Promise<string[]> {
   const failures: string[] = [];
   for (const c of list) {
     const visions = await model.encodeImages(c.images.map(image));

@@ -7,7 +7,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { execFile } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -31,6 +31,7 @@ import {
   summarizeParity,
   TARGET_TOKENS,
 } from "../../scripts/hardware-test.ts";
+import { detectGpu } from "../../scripts/build-engines.ts";
 import { CudaRuntime } from "../../src/engine/tensorrt/cuda.ts";
 import { tryLoadTensorRt } from "../../src/engine/tensorrt/runtime.ts";
 import { OnnxRuntimeEngine } from "../../src/engine/onnxruntime/onnxruntime.ts";
@@ -58,7 +59,6 @@ async function script(args: string[]): Promise<{ code: number; stdout: string; s
 // the fixture's own references: this file always reads tiny-seed0, whatever FLORENCE_EDGE_FIXTURE says
 const cases = JSON.parse(readFileSync(join(FIXTURE, "reference", "generate.json"), "utf8")) as ReferenceCase[];
 const defaultNumBeams = (JSON.parse(readFileSync(join(FIXTURE, "generation_config.json"), "utf8")) as { num_beams: number }).num_beams;
-const readIfExists = (path: string): string => (existsSync(path) ? readFileSync(path, "latin1") : "");
 const clone = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
 const outputsOf = (c: ReferenceCase): CaseOutput[] => c.generated_ids.map((ids, i) => ({ generated_ids: [...ids], text: c.text[i]!, result: clone(c.result[i]!) }));
 
@@ -72,8 +72,7 @@ test("on a machine without GPU or TensorRT the script exits 3 (skipped), names w
     console.log("  (skipped: this machine has CUDA and TensorRT; run `npm run test:hardware` for the real thing)");
     return;
   }
-  // not build-engines' detectGpu: its spawn timer keeps a process without nvidia-smi alive for a minute
-  const hasGpu = cuda.ok || (await run("nvidia-smi", ["-L"]).then(() => true, () => false)) || /nvidia,tegra/.test(readIfExists("/proc/device-tree/compatible"));
+  const hasGpu = cuda.ok || (await detectGpu().then(() => true, () => false));
   const dir = await mkdtemp(join(tmpdir(), "fe-hwtest-"));
   try {
     const jsonPath = join(dir, "report", "hardware.json");

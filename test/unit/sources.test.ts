@@ -40,15 +40,6 @@ function rng(seed: number): () => number {
   };
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 /** Cuts `bytes` at random places: sizes from 1 byte up to `max`. */
 function randomChunks(bytes: Uint8Array, random: () => number, max: number): Uint8Array[] {
@@ -160,7 +151,7 @@ test("JPEG splitter property: every chunking of a stream gives the same frames (
     syntheticJpeg(64, 48, { progressive: true, seed: 3 }),
     readImage("exif_rotated.jpg"),
   ];
-  const stream = concat([...frames, ...frames]);
+  const stream = Buffer.concat([...frames, ...frames]);
   const whole = split([stream]);
   assert.is(whole.frames.length, frames.length * 2);
   assert.equal(whole.corrupt, []);
@@ -184,7 +175,7 @@ test("JPEG splitter property: damaged streams give the same frames and corrupt c
   const garbage = new Uint8Array([1, 2, 3, 0xff, 0x00, 0xff, 0xd9, 7]);
   const noSos = new Uint8Array([0xff, 0xd8, ...segment(0xc0, [8, 0, 10, 0, 10, 1, 1, 0x11, 0]), 0xff, 0xd9]);
   const noSof = new Uint8Array([0xff, 0xd8, ...segment(0xda, [1, 1, 0, 0, 63, 0]), 1, 2, 3, 0xff, 0xd9]);
-  const stream = concat([garbage, good[0]!, cut, good[1]!, cutHeader, good[2]!, garbage, noSos, good[0]!, noSof, good[1]!, good[2]!.subarray(0, 999)]);
+  const stream = Buffer.concat([garbage, good[0]!, cut, good[1]!, cutHeader, good[2]!, garbage, noSos, good[0]!, noSof, good[1]!, good[2]!.subarray(0, 999)]);
   // Segment lengths are trusted (they must be, for EXIF thumbnails), so a frame cut inside its header swallows the
   // start of the next one: both are lost as one corrupt event, and the garbage run after them belongs to it too.
   const wantFrames = [good[0]!, good[1]!, good[0]!, good[1]!];
@@ -200,7 +191,7 @@ test("JPEG splitter property: damaged streams give the same frames and corrupt c
 });
 
 test("JPEG splitter: a frame inside one chunk is handed over without copying", () => {
-  const chunk = concat([readImage("street.jpg"), readImage("wide.jpg")]);
+  const chunk = Buffer.concat([readImage("street.jpg"), readImage("wide.jpg")]);
   const views: Uint8Array[] = [];
   const splitter = new JpegSplitter({ frame: (data) => views.push(data), corrupt: () => assert.unreachable("corrupt") });
   splitter.push(chunk);
@@ -248,8 +239,8 @@ test("inspectJpeg / inspectStillImage: sizes agree with sharp; truncated and for
     assert.not.ok(truncated.ok, `${name} truncated`);
   }
   // A camera's trailing CRLF after the EOI is tolerated; garbage before the SOI is not.
-  assert.ok(inspectJpeg(concat([readImage("street.jpg"), new Uint8Array([13, 10])])).ok);
-  assert.not.ok(inspectJpeg(concat([new Uint8Array([1]), readImage("street.jpg")])).ok);
+  assert.ok(inspectJpeg(Buffer.concat([readImage("street.jpg"), new Uint8Array([13, 10])])).ok);
+  assert.not.ok(inspectJpeg(Buffer.concat([new Uint8Array([1]), readImage("street.jpg")])).ok);
   assert.not.ok(inspectStillImage(new TextEncoder().encode("<html>error</html>")).ok);
   assert.not.ok(inspectStillImage(new Uint8Array(0)).ok);
 });
@@ -576,7 +567,7 @@ test("supervisor: frames flow with increasing seq; a dying process is restarted 
   assert.ok(fake.argv[0]!.includes("rtsp://admin:hunter22@cam/s"));
   const jpeg = readImage("street.jpg");
   fake.children[0]!.stdout.write(jpeg.subarray(0, 100));
-  fake.children[0]!.stdout.write(concat([jpeg.subarray(100), jpeg]));
+  fake.children[0]!.stdout.write(Buffer.concat([jpeg.subarray(100), jpeg]));
   await until(() => frames.length === 2);
   const meta = await sharp(jpeg).metadata();
   assert.equal(frames.map((f) => [f.camera, f.seq, f.format, f.width, f.height]), [["door", 0, "jpeg", meta.width, meta.height], ["door", 1, "jpeg", meta.width, meta.height]]);
@@ -630,7 +621,7 @@ test("supervisor: a silent process is stalled and restarted; a once file ends; a
   const onceStates: string[] = [];
   let got = 0;
   once.start(() => got++, (s) => onceStates.push(s.state));
-  fakeOnce.children[0]!.stdout.write(concat([readImage("street.jpg"), readImage("street.jpg").subarray(0, 1000)]));
+  fakeOnce.children[0]!.stdout.write(Buffer.concat([readImage("street.jpg"), readImage("street.jpg").subarray(0, 1000)]));
   await sleep(10);
   fakeOnce.children[0]!.exit(0);
   await until(() => onceStates.includes("ended"));

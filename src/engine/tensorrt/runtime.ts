@@ -15,7 +15,7 @@ import { createHash } from "node:crypto";
 import { createReadStream, existsSync } from "node:fs";
 import { open, readdir, readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { checkFeeds, elementCount, type Engine, type Graph, type Tensor, type TensorData, type TensorType, type ValueInfo } from "../engine.ts";
+import { checkFeeds, elementCount, type Engine, tensor, type Graph, type Tensor, type TensorData, type TensorType, type ValueInfo } from "../engine.ts";
 import { float32ToFloat16, fromHalf } from "../float16.ts";
 import { FlorenceError } from "../../errors.ts";
 import type { DecoderOptions, DecoderStep } from "../../florence/decoder.ts";
@@ -387,15 +387,6 @@ interface Staged {
   pinned: PinnedBuffer | undefined;
 }
 
-const TYPED_ARRAYS: Record<TensorType, { new (length: number): TensorData; new (buffer: ArrayBuffer, byteOffset: number, length: number): TensorData }> = {
-  float32: Float32Array,
-  float16: Uint16Array,
-  int64: BigInt64Array,
-  int32: Int32Array,
-  bool: Uint8Array,
-  uint8: Uint8Array,
-  int8: Int8Array,
-};
 
 function grownSize(bytes: number, current: number): number {
   // 256-byte multiples (TensorRT's alignment), and headroom so slowly growing shapes do not reallocate every run
@@ -567,9 +558,9 @@ export class TensorRtGraph implements Graph {
     await stream.synchronizeAsync();
     const result: Record<string, Tensor> = {};
     for (const out of outputs) {
-      const data = new TYPED_ARRAYS[out.tensor.type](elementCount(out.dims));
-      if (out.staged) new Uint8Array(data.buffer).set(new Uint8Array(out.staged.pinned!.buffer, 0, out.bytes));
-      result[out.tensor.name] = { type: out.tensor.type, dims: out.dims, data };
+      const host = tensor(out.tensor.type, out.dims);
+      if (out.staged) new Uint8Array(host.data.buffer).set(new Uint8Array(out.staged.pinned!.buffer, 0, out.bytes));
+      result[out.tensor.name] = host;
     }
     return result;
   }
