@@ -1,5 +1,6 @@
 /**
- * The CUDA layer under the TensorRT backend: device buffers, pinned host buffers, streams, events and async copies,
+ * The CUDA layer under the TensorRT backend: device buffers, pinned (optionally mapped) host buffers, streams,
+ * events, async copies and CUDA graphs captured from streams,
  * over libcudart (found by soname: .so.13, .so.12, .so.11.0) through the FFI contract in ffi.ts.
  *
  * Buffers are allocated up front and reused: nothing here allocates on a hot path. Every CUDA error becomes a
@@ -91,7 +92,8 @@ export class DeviceBuffer {
 
 /**
  * A pinned (page-locked) host allocation (cudaHostAlloc): copies from and to it run asynchronously.
- * `buffer` is an ArrayBuffer over it; views of it must not be used after free().
+ * `buffer` is an ArrayBuffer over it; views of it must not be used after free(). A mapped one also has a device
+ * address: the GPU reads and writes it in place (zero-copy; on Jetson the same DRAM, so no copy at all).
  */
 export class PinnedBuffer {
   readonly bytes: number;
@@ -99,16 +101,30 @@ export class PinnedBuffer {
   #address: Pointer | null;
   #buffer: ArrayBuffer | null;
 
-  constructor(cuda: CudaRuntime, address: Pointer, bytes: number) {
+  readonly #deviceAddress: Pointer | undefined;
+
+  constructor(cuda: CudaRuntime, address: Pointer, bytes: number, deviceAddress?: Pointer) {
     this.#cuda = cuda;
     this.#address = address;
     this.bytes = bytes;
+    this.#deviceAddress = deviceAddress;
     this.#buffer = hostView(address, Math.max(bytes, 1));
   }
 
   get address(): Pointer {
     if (this.#address === null) throw new FlorenceError("DISPOSED", `pinned buffer of ${this.bytes} bytes was freed`);
     return this.#address;
+  }
+
+  /** Mapped buffers (zero-copy): the address kernels and TensorRT use to read and write this memory directly. */
+  get deviceAddress(): Pointer {
+    if (this.#deviceAddress === undefined) throw new FlorenceError("INVALID_ARGUMENT", `pinned buffer of ${this.bytes} bytes is not mapped into the GPU's address space`, { fix: "allocate it with allocPinned(bytes, { mapped: true })" });
+    this.address; // throws once freed
+    return this.#deviceAddress;
+  }
+
+  get mapped(): boolean {
+    return this.#deviceAddress !== undefined;
   }
 
   get buffer(): ArrayBuffer {
@@ -192,6 +208,39 @@ export class CudaEvent {
   }
 }
 
+/**
+ * An instantiated CUDA graph (cudaGraphExec_t): work captured once from a stream, replayed with one launch. It
+ * replays the same operations on the same addresses with the same sizes; what it reads is read at launch time.
+ */
+export class CudaGraphExec {
+  /** Operations (kernels, copies, memsets) the graph holds. */
+  readonly nodes: number;
+  readonly #cuda: CudaRuntime;
+  #handle: Pointer | null;
+
+  constructor(cuda: CudaRuntime, handle: Pointer, nodes: number) {
+    this.#cuda = cuda;
+    this.#handle = handle;
+    this.nodes = nodes;
+  }
+
+  get destroyed(): boolean {
+    return this.#handle === null;
+  }
+
+  launch(stream: CudaStream): void {
+    if (this.#handle === null) throw new FlorenceError("DISPOSED", "CUDA graph was destroyed");
+    this.#cuda.check(this.#cuda.api.cudaGraphLaunch(this.#handle, stream.handle), "cudaGraphLaunch");
+  }
+
+  destroy(): void {
+    const handle = this.#handle;
+    if (handle === null) return;
+    this.#handle = null;
+    this.#cuda.releaseGraph(handle);
+  }
+}
+
 /** A CUDA stream (non-blocking with respect to the legacy default stream). */
 export class CudaStream {
   readonly #cuda: CudaRuntime;
@@ -254,6 +303,48 @@ export class CudaStream {
     this.#cuda.check(await callAsync(this.#cuda.api.cudaStreamSynchronize, this.handle), "cudaStreamSynchronize");
   }
 
+  /**
+   * Records the work `enqueue` puts on this stream into a CUDA graph instead of running it, and instantiates it.
+   * Nothing runs until the graph is launched. Work that cannot be captured (a synchronisation, a synchronous copy,
+   * the legacy default stream) fails the capture: the error names the call, and the stream is usable afterwards.
+   */
+  capture(enqueue: () => void): CudaGraphExec {
+    const api = this.#cuda.api;
+    this.#cuda.check(api.cudaStreamBeginCapture(this.handle, CUDA.captureModeThreadLocal), "cudaStreamBeginCapture");
+    let thrown: unknown;
+    try {
+      enqueue();
+    } catch (error) {
+      thrown = error;
+    }
+    const graph: Out<MaybePointer> = [null];
+    const ended = api.cudaStreamEndCapture(this.handle, graph);
+    // a failed call inside the capture leaves its error as the last error: clear it, the stream stays usable
+    if (ended !== CUDA.success || thrown !== undefined) api.cudaGetLastError();
+    if (thrown !== undefined) {
+      if (graph[0] !== null) api.cudaGraphDestroy(graph[0]);
+      throw thrown;
+    }
+    this.#cuda.check(ended, "cudaStreamEndCapture (the captured work was invalid: it synchronised, or used another stream without an event)");
+    if (graph[0] === null) throw new FlorenceError("ENGINE_FAILED", "cudaStreamEndCapture returned no graph");
+    try {
+      const count: Out<number | bigint> = [0];
+      this.#cuda.check(api.cudaGraphGetNodes(graph[0], null, count), "cudaGraphGetNodes");
+      const exec: Out<MaybePointer> = [null];
+      this.#cuda.check(api.cudaGraphInstantiateWithFlags(exec, graph[0], 0), "cudaGraphInstantiateWithFlags");
+      return this.#cuda.trackGraph(exec[0]!, Number(count[0]));
+    } finally {
+      api.cudaGraphDestroy(graph[0]);
+    }
+  }
+
+  /** Whether a capture is under way on this stream. */
+  isCapturing(): boolean {
+    const status: Out<number> = [0];
+    this.#cuda.check(this.#cuda.api.cudaStreamIsCapturing(this.handle, status), "cudaStreamIsCapturing");
+    return status[0] !== CUDA.captureStatusNone;
+  }
+
   isIdle(): boolean {
     const code = this.#cuda.api.cudaStreamQuery(this.handle);
     if (code === CUDA.errorNotReady) return false;
@@ -290,7 +381,7 @@ export class CudaRuntime {
   readonly driverVersion: number;
   readonly device = 0;
   readonly #driver: CudaDriverApi | undefined;
-  #live = { device: 0, pinned: 0, deviceBytes: 0, pinnedBytes: 0 };
+  #live = { device: 0, pinned: 0, deviceBytes: 0, pinnedBytes: 0, graphs: 0 };
   readonly #sizes = new Map<Pointer, number>();
 
   private constructor(api: CudaRuntimeApi, driver: CudaDriverApi | undefined, runtimeVersion: number, driverVersion: number) {
@@ -391,7 +482,7 @@ export class CudaRuntime {
   }
 
   /** Allocations not yet freed, for leak checks. */
-  liveAllocations(): { device: number; pinned: number; deviceBytes: number; pinnedBytes: number } {
+  liveAllocations(): { device: number; pinned: number; deviceBytes: number; pinnedBytes: number; graphs: number } {
     return { ...this.#live };
   }
 
@@ -406,14 +497,46 @@ export class CudaRuntime {
     return new DeviceBuffer(this, address, bytes);
   }
 
-  allocPinned(bytes: number): PinnedBuffer {
+  /**
+   * Page-locked host memory. `mapped: true` also maps it into the GPU's address space (zero-copy): the GPU then
+   * reads and writes it in place through `deviceAddress` — on Jetson the same DRAM, on a desktop GPU over PCIe.
+   */
+  allocPinned(bytes: number, options: { mapped?: boolean } = {}): PinnedBuffer {
     checkSize(bytes, "pinned");
     const out: Out<MaybePointer> = [null];
-    this.check(this.api.cudaHostAlloc(out, Math.max(bytes, 1), CUDA.hostAllocPortable), `cudaHostAlloc(${bytes} bytes)`);
+    const flags = CUDA.hostAllocPortable | (options.mapped ? CUDA.hostAllocMapped : 0);
+    this.check(this.api.cudaHostAlloc(out, Math.max(bytes, 1), flags), `cudaHostAlloc(${bytes} bytes${options.mapped ? ", mapped" : ""})`);
     const address = out[0];
     if (address === null) throw cudaFailure(this.api, 2, `cudaHostAlloc(${bytes} bytes)`);
+    let deviceAddress: Pointer | undefined;
+    if (options.mapped) {
+      const device: Out<MaybePointer> = [null];
+      const code = this.api.cudaHostGetDevicePointer(device, address, 0);
+      if (code !== CUDA.success || device[0] === null) {
+        this.api.cudaFreeHost(address);
+        throw cudaFailure(this.api, code === CUDA.success ? 1 : code, "cudaHostGetDevicePointer");
+      }
+      deviceAddress = device[0];
+    }
     this.#track(address, bytes, "pinned");
-    return new PinnedBuffer(this, address, bytes);
+    return new PinnedBuffer(this, address, bytes, deviceAddress);
+  }
+
+  /** Whether the GPU can work on mapped host memory in place (every GPU CUDA 11+ supports; checked anyway). */
+  canMapHostMemory(): boolean {
+    return this.attribute(CUDA.attrCanMapHostMemory) !== 0;
+  }
+
+  /** @internal counts a graph made by CudaStream.capture */
+  trackGraph(handle: Pointer, nodes: number): CudaGraphExec {
+    this.#live.graphs++;
+    return new CudaGraphExec(this, handle, nodes);
+  }
+
+  /** @internal called by CudaGraphExec.destroy() */
+  releaseGraph(handle: Pointer): void {
+    this.#live.graphs--;
+    this.check(this.api.cudaGraphExecDestroy(handle), "cudaGraphExecDestroy");
   }
 
   #track(address: Pointer, bytes: number, kind: "device" | "pinned"): void {

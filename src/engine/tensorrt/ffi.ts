@@ -137,6 +137,16 @@ export interface CudaRuntimeApi {
   cudaEventSynchronize: NativeFunction<[event: Pointer], number>;
   cudaEventQuery: NativeFunction<[event: Pointer], number>;
   cudaEventElapsedTime: NativeFunction<[ms: Out<number>, start: Pointer, end: Pointer], number>;
+  cudaHostGetDevicePointer: NativeFunction<[device: Out<MaybePointer>, host: Pointer, flags: number], number>;
+  cudaStreamBeginCapture: NativeFunction<[stream: MaybePointer, mode: number], number>;
+  cudaStreamEndCapture: NativeFunction<[stream: MaybePointer, graph: Out<MaybePointer>], number>;
+  cudaStreamIsCapturing: NativeFunction<[stream: MaybePointer, status: Out<number>], number>;
+  cudaGraphInstantiateWithFlags: NativeFunction<[exec: Out<MaybePointer>, graph: Pointer, flags: number], number>;
+  cudaGraphGetNodes: NativeFunction<[graph: Pointer, nodes: null, count: Out<number | bigint>], number>;
+  cudaGraphLaunch: NativeFunction<[exec: Pointer, stream: MaybePointer], number>;
+  cudaGraphExecDestroy: NativeFunction<[exec: Pointer], number>;
+  cudaGraphDestroy: NativeFunction<[graph: Pointer], number>;
+  cudaGetLastError: NativeFunction<[], number>;
   cudaGetErrorName: NativeFunction<[code: number], string>;
   cudaGetErrorString: NativeFunction<[code: number], string>;
 }
@@ -168,6 +178,17 @@ export const CUDA_RUNTIME_DECLARATIONS: { readonly [K in Exclude<keyof CudaRunti
   cudaEventSynchronize: "int cudaEventSynchronize(void *event)",
   cudaEventQuery: "int cudaEventQuery(void *event)",
   cudaEventElapsedTime: "int cudaEventElapsedTime(_Out_ float *ms, void *start, void *end)",
+  cudaHostGetDevicePointer: "int cudaHostGetDevicePointer(_Out_ void **pDevice, void *pHost, unsigned int flags)",
+  cudaStreamBeginCapture: "int cudaStreamBeginCapture(void *stream, int mode)",
+  cudaStreamEndCapture: "int cudaStreamEndCapture(void *stream, _Out_ void **pGraph)",
+  cudaStreamIsCapturing: "int cudaStreamIsCapturing(void *stream, _Out_ int *pCaptureStatus)",
+  // CUDA 11.4+; cudaGraphInstantiate itself changed its signature in CUDA 12
+  cudaGraphInstantiateWithFlags: "int cudaGraphInstantiateWithFlags(_Out_ void **pGraphExec, void *graph, unsigned long long flags)",
+  cudaGraphGetNodes: "int cudaGraphGetNodes(void *graph, void **nodes, _Out_ size_t *numNodes)",
+  cudaGraphLaunch: "int cudaGraphLaunch(void *graphExec, void *stream)",
+  cudaGraphExecDestroy: "int cudaGraphExecDestroy(void *graphExec)",
+  cudaGraphDestroy: "int cudaGraphDestroy(void *graph)",
+  cudaGetLastError: "int cudaGetLastError()",
   cudaGetErrorName: "const char *cudaGetErrorName(int error)",
   cudaGetErrorString: "const char *cudaGetErrorString(int error)",
 };
@@ -187,6 +208,12 @@ export const CUDA = {
   eventDisableTiming: 0x02,
   hostAllocDefault: 0x00,
   hostAllocPortable: 0x01,
+  hostAllocMapped: 0x02,
+  /** cudaStreamCaptureModeThreadLocal: other threads' unsafe CUDA calls do not break this thread's capture. */
+  captureModeThreadLocal: 1,
+  captureStatusNone: 0,
+  captureStatusActive: 1,
+  captureStatusInvalidated: 2,
   attrMultiProcessorCount: 16,
   attrIntegrated: 18,
   attrCanMapHostMemory: 19,
@@ -276,6 +303,7 @@ export const VTABLE_SIGNATURES = {
     getTensorShape: ["Dims64", ["void *", "const char *"]],
     setTensorAddress: ["bool", ["void *", "const char *", "void *"]],
     enqueueV3: ["bool", ["void *", "void *"]],
+    setDeviceMemoryV2: ["void", ["void *", "void *", "int64_t"]],
   },
 } as const satisfies { readonly [C in ApivClass]: { readonly [M in ApivMethod<C>]: readonly [string, readonly string[]] } };
 
@@ -309,6 +337,7 @@ export interface ApivMethods {
     getTensorShape: NativeFunction<[self: Pointer, name: string], DimsValue>;
     setTensorAddress: NativeFunction<[self: Pointer, name: string, address: Pointer], boolean>;
     enqueueV3: NativeFunction<[self: Pointer, stream: MaybePointer], boolean>;
+    setDeviceMemoryV2: NativeFunction<[self: Pointer, memory: Pointer, bytes: number], void>;
   };
 }
 
