@@ -60,6 +60,7 @@ export const APIV_METHODS = {
       getTensorShape: "nvinfer1::Dims (C::*)(char const*) const noexcept",
       setTensorAddress: "bool (C::*)(char const*, void*) noexcept",
       enqueueV3: "bool (C::*)(cudaStream_t) noexcept",
+      setDeviceMemoryV2: "void (C::*)(void*, int64_t) noexcept",
     },
   },
 } as const;
@@ -160,7 +161,7 @@ const WRAPPERS = {
 export const ABI_TABLES: { readonly [M in TrtMajor]: AbiTable } = {
   10: {
     major: 10,
-    checkedWith: ["v10.3.0", "v10.13.3", "v10.16"],
+    checkedWith: ["v10.1.0", "v10.3.0", "v10.13.3", "v10.16"],
     slots: {
       VRuntime: { getPImpl: 2, deserializeCudaEngine: 3, getLogger: 11 },
       VCudaEngine: {
@@ -186,6 +187,7 @@ export const ABI_TABLES: { readonly [M in TrtMajor]: AbiTable } = {
         getTensorShape: 22,
         setTensorAddress: 24,
         enqueueV3: 37,
+        setDeviceMemoryV2: 49,
       },
     },
     wrappers: WRAPPERS,
@@ -222,6 +224,7 @@ export const ABI_TABLES: { readonly [M in TrtMajor]: AbiTable } = {
         getTensorShape: 21,
         setTensorAddress: 23,
         enqueueV3: 36,
+        setDeviceMemoryV2: 48,
       },
     },
     wrappers: WRAPPERS,

@@ -15,35 +15,18 @@ import { createHash } from "node:crypto";
 import { createReadStream, existsSync } from "node:fs";
 import { open, readdir, readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { checkFeeds, elementCount, type Engine, tensor, type Graph, type Tensor, type TensorData, type TensorType, type ValueInfo } from "../engine.ts";
-import { float32ToFloat16, fromHalf } from "../float16.ts";
+import type { Engine, Graph } from "../engine.ts";
 import { FlorenceError } from "../../errors.ts";
 import type { DecoderOptions, DecoderStep } from "../../florence/decoder.ts";
 import { type AbiTable, abiTableFor, formatTrtVersion, selfCheckFailure, SUPPORTED_TRT_MAJORS } from "./abi.ts";
-import { type CudaOpenOptions, CudaRuntime, type CudaStream, type DeviceBuffer, formatCudaVersion, type PinnedBuffer } from "./cuda.ts";
-import {
-  allocDims,
-  allocNative,
-  type ApivMethods,
-  bindApivObject,
-  bindNvInfer,
-  callAsync,
-  createNativeLogger,
-  dimsToArray,
-  FFI_LAYOUTS,
-  LIBRARY_DIRS,
-  type NativeDims,
-  type NativeLogger,
-  type NvInferApi,
-  openLibrary,
-  type Pointer,
-  readPointer,
-  SONAMES,
-  wrapperDeleter,
-} from "./ffi.ts";
+import { type CudaOpenOptions, CudaRuntime, type DeviceBuffer, formatCudaVersion } from "./cuda.ts";
+import { DecoderWorkspaces, type DecoderStats, TensorRtDecoder } from "./decoder.ts";
+import { allocNative, type ApivMethods, bindApivObject, bindNvInfer, callAsync, dimsToArray, FFI_LAYOUTS, LIBRARY_DIRS, type NvInferApi, openLibrary, type Pointer, readPointer, SONAMES } from "./ffi.ts";
+import { createContext, dataTypeName, dataTypeOf, type EngineHandle, type EngineShared, type IoTensor, REBUILD, TensorRtGraph, TrtRuntime } from "./graph.ts";
 import { type EngineEntry, type EngineManifest, engineDirName, gpuKey, parseManifest } from "./manifest.ts";
 
-const REBUILD = "npm run build:engines -- --model";
+/** The oldest TensorRT whose vtables hold every method abi.ts uses (10.0 lacks the *V2 memory calls). */
+export const MIN_TRT_VERSION = 100100;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Machine, manifest, engine folders
@@ -135,6 +118,9 @@ export function tryLoadTensorRt(options: TensorRtLibraryOptions = {}): { ok: tru
   const versionText = formatTrtVersion(version);
   const table = abiTableFor(version);
   if (!table) return { ok: false, reason: `${library.path} is TensorRT ${versionText}; this runtime supports TensorRT ${SUPPORTED_TRT_MAJORS.join(" and ")}` };
+  if (version < MIN_TRT_VERSION) {
+    return { ok: false, reason: `${library.path} is TensorRT ${versionText}; this runtime needs ${formatTrtVersion(MIN_TRT_VERSION)} or newer (getDeviceMemorySizeV2 and setDeviceMemoryV2 appeared in 10.1): JetPack 6.1+ or a current TensorRT 10 for desktop` };
+  }
   const sonameMajor = /\.so\.(\d+)/.exec(library.path)?.[1];
   if (sonameMajor && Number(sonameMajor) !== table.major) return { ok: false, reason: `${library.path} reports TensorRT ${versionText}: soname and getInferLibVersion disagree` };
   const dims = table.structs.Dims64;
@@ -210,823 +196,6 @@ export async function findEngines(roots: string | readonly string[], modelId: st
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// TensorRT objects
-
-const SEVERITY = ["internal error", "error", "warning", "info", "verbose"] as const;
-
-function dataTypeOf(table: AbiTable, value: number): { type: TensorType; bytes: number } | undefined {
-  const name = Object.entries(table.enums.DataType).find(([, v]) => v === value)?.[0];
-  const known: Record<string, { type: TensorType; bytes: number }> = {
-    kFLOAT: { type: "float32", bytes: 4 },
-    kHALF: { type: "float16", bytes: 2 },
-    kINT8: { type: "int8", bytes: 1 },
-    kINT32: { type: "int32", bytes: 4 },
-    kBOOL: { type: "bool", bytes: 1 },
-    kUINT8: { type: "uint8", bytes: 1 },
-    kINT64: { type: "int64", bytes: 8 },
-  };
-  return name ? known[name] : undefined;
-}
-
-function dataTypeName(table: AbiTable, value: number): string {
-  return Object.entries(table.enums.DataType).find(([, v]) => v === value)?.[0] ?? `DataType ${value}`;
-}
-
-/** One IRuntime with its logger: the root every engine of a TensorRtEngine hangs from. */
-class TrtRuntime {
-  readonly trt: TensorRtLibrary;
-  readonly wrapper: Pointer;
-  readonly impl: Pointer;
-  readonly methods: ApivMethods["VRuntime"];
-  readonly #logger: NativeLogger;
-  /** Recent warnings and errors, for error messages. */
-  readonly #recent: string[];
-  #disposed = false;
-
-  private constructor(trt: TensorRtLibrary, logger: NativeLogger, recent: string[], wrapper: Pointer, impl: Pointer, methods: ApivMethods["VRuntime"]) {
-    this.trt = trt;
-    this.#logger = logger;
-    this.#recent = recent;
-    this.wrapper = wrapper;
-    this.impl = impl;
-    this.methods = methods;
-  }
-
-  static async create(trt: TensorRtLibrary, log: ((line: string) => void) | undefined, verbose: boolean): Promise<TrtRuntime> {
-    const recent: string[] = [];
-    const logger = createNativeLogger(trt.table, (severity, message) => {
-      const line = `TensorRT ${SEVERITY[severity] ?? severity}: ${message}`;
-      if (severity <= 2) {
-        recent.push(line);
-        if (recent.length > 16) recent.shift();
-      }
-      if (severity <= 2 || (verbose && severity <= 3)) log?.(line);
-    });
-    let wrapper: Pointer | null;
-    try {
-      // creating the runtime may log from TensorRT's threads: run it off the JS thread
-      wrapper = await callAsync(trt.api.createInferRuntime_INTERNAL, logger.object, trt.version);
-    } catch (cause) {
-      logger.dispose();
-      throw new FlorenceError("ENGINE_UNAVAILABLE", `createInferRuntime failed: ${(cause as Error).message}`, { cause });
-    }
-    if (wrapper === null) {
-      logger.dispose();
-      throw new FlorenceError("ENGINE_UNAVAILABLE", `TensorRT ${trt.versionText} could not create a runtime${recent.length ? `: ${recent.join("; ")}` : ""}`, {
-        fix: "check that the CUDA driver works (nvidia-smi) and that TensorRT's libraries match the installed CUDA",
-      });
-    }
-    const table = trt.table;
-    const impl = readPointer(wrapper, table.wrappers.IRuntime.implOffset);
-    const failure =
-      impl === null
-        ? selfCheckFailure(table, trt.version, [{ what: "IRuntime::mImpl", expected: null, actual: null }])
-        : (() => {
-            const methods = bindApivObject("VRuntime", impl, table);
-            return selfCheckFailure(table, trt.version, [
-              { what: "VRuntime.getPImpl()", expected: wrapper, actual: methods.getPImpl(impl) },
-              { what: "VRuntime.getLogger()", expected: logger.object, actual: methods.getLogger(impl) },
-            ]);
-          })();
-    if (failure) {
-      // nothing more is called through an untrusted table: the runtime and logger are left to the process
-      throw new FlorenceError("ENGINE_UNAVAILABLE", failure, {
-        fix: "run `npm run check:trt-abi -- --include <TensorRT include dir>` and update src/engine/tensorrt/abi.ts; meanwhile use --backend onnxruntime",
-      });
-    }
-    return new TrtRuntime(trt, logger, recent, wrapper, impl!, bindApivObject("VRuntime", impl!, table));
-  }
-
-  /** The warnings and errors TensorRT logged since the last call. */
-  takeRecent(): string {
-    const text = this.#recent.join("; ");
-    this.#recent.length = 0;
-    return text;
-  }
-
-  async destroyWrapper(wrapper: Pointer, kind: "IRuntime" | "ICudaEngine" | "IExecutionContext"): Promise<void> {
-    const slot = this.trt.table.wrappers[kind].vtable.indexOf("~deleting");
-    await callAsync(wrapperDeleter(wrapper, slot), wrapper);
-  }
-
-  async dispose(): Promise<void> {
-    if (this.#disposed) return;
-    this.#disposed = true;
-    await this.destroyWrapper(this.wrapper, "IRuntime");
-    this.#logger.dispose();
-  }
-}
-
-interface IoTensor {
-  readonly name: string;
-  readonly input: boolean;
-  readonly type: TensorType;
-  readonly elementBytes: number;
-  /** The engine's shape, -1 where it is set at run time. */
-  readonly shape: readonly number[];
-  /** Inputs: per optimization profile. */
-  readonly profiles: readonly { readonly min: readonly number[]; readonly opt: readonly number[]; readonly max: readonly number[] }[];
-}
-
-/** An execution context with the calls the graph and the decoder make, each skipped when nothing changed. */
-class TrtContext {
-  readonly wrapper: Pointer;
-  readonly impl: Pointer;
-  readonly methods: ApivMethods["VExecutionContext"];
-  readonly #dims: NativeDims;
-  readonly #shapes = new Map<string, number[]>();
-  readonly #addresses = new Map<string, Pointer>();
-  profile = 0;
-
-  constructor(wrapper: Pointer, impl: Pointer, methods: ApivMethods["VExecutionContext"], dims: NativeDims) {
-    this.wrapper = wrapper;
-    this.impl = impl;
-    this.methods = methods;
-    this.#dims = dims;
-  }
-
-  setShape(name: string, dims: readonly number[]): boolean {
-    const previous = this.#shapes.get(name);
-    if (previous && previous.length === dims.length && previous.every((d, i) => d === dims[i])) return true;
-    if (!this.methods.setInputShape(this.impl, name, this.#dims.set(dims))) {
-      this.#shapes.delete(name);
-      return false;
-    }
-    if (previous && previous.length === dims.length) for (let i = 0; i < dims.length; i++) previous[i] = dims[i]!;
-    else this.#shapes.set(name, [...dims]);
-    return true;
-  }
-
-  setAddress(name: string, address: Pointer): boolean {
-    if (this.#addresses.get(name) === address) return true;
-    if (!this.methods.setTensorAddress(this.impl, name, address)) {
-      this.#addresses.delete(name);
-      return false;
-    }
-    this.#addresses.set(name, address);
-    return true;
-  }
-
-  shapeOf(name: string): number[] {
-    return dimsToArray(this.methods.getTensorShape(this.impl, name));
-  }
-
-  forgetBindings(): void {
-    this.#shapes.clear();
-    this.#addresses.clear();
-  }
-
-  free(): void {
-    this.#dims.free();
-  }
-}
-
-/** A device buffer and its pinned staging twin, grown on demand (never shrunk). */
-interface Staged {
-  device: DeviceBuffer | undefined;
-  pinned: PinnedBuffer | undefined;
-}
-
-
-function grownSize(bytes: number, current: number): number {
-  // 256-byte multiples (TensorRT's alignment), and headroom so slowly growing shapes do not reallocate every run
-  return Math.ceil(Math.max(bytes, Math.floor(current * 1.5)) / 256) * 256;
-}
-
-/** Shared by every graph of one TensorRtEngine. */
-interface EngineShared {
-  readonly cuda: CudaRuntime;
-  readonly runtime: TrtRuntime;
-  /** A non-null address for empty tensors (TensorRT refuses null even for zero bytes). */
-  readonly empty: DeviceBuffer;
-  readonly engineDir: string;
-  readonly modelDir: string | undefined;
-}
-
-export class TensorRtGraph implements Graph {
-  readonly name: string;
-  readonly path: string;
-  readonly inputs: readonly ValueInfo[];
-  readonly outputs: readonly ValueInfo[];
-  /** @internal the decoder binds tensors itself */
-  readonly io: ReadonlyMap<string, IoTensor>;
-  /** @internal */
-  readonly context: TrtContext;
-  readonly #shared: EngineShared;
-  readonly #engineWrapper: Pointer;
-  readonly #stream: CudaStream;
-  readonly #staged = new Map<string, Staged>();
-  #tail: Promise<unknown> = Promise.resolve();
-  #leasedBy: object | undefined;
-  #disposed = false;
-
-  /** @internal */
-  constructor(name: string, path: string, shared: EngineShared, engineWrapper: Pointer, io: Map<string, IoTensor>, context: TrtContext, stream: CudaStream) {
-    this.name = name;
-    this.path = path;
-    this.#shared = shared;
-    this.#engineWrapper = engineWrapper;
-    this.io = io;
-    this.context = context;
-    this.#stream = stream;
-    const info = (t: IoTensor): ValueInfo => ({ name: t.name, type: t.type, shape: t.shape.map((d, axis) => (d >= 0 ? d : `${t.name}_dim${axis}`)) });
-    this.inputs = [...io.values()].filter((t) => t.input).map(info);
-    this.outputs = [...io.values()].filter((t) => !t.input).map(info);
-  }
-
-  /** @internal a decoder takes the graph's context for its lifetime */
-  lease(owner: object): void {
-    this.#check();
-    if (this.#leasedBy && this.#leasedBy !== owner) throw new FlorenceError("ENGINE_FAILED", `graph ${this.name} is in use by another decoder`, { fix: "dispose the previous decoder before creating the next" });
-    this.#leasedBy = owner;
-    this.context.forgetBindings();
-  }
-
-  /** @internal */
-  release(owner: object): void {
-    if (this.#leasedBy === owner) {
-      this.#leasedBy = undefined;
-      this.context.forgetBindings();
-    }
-  }
-
-  #check(): void {
-    if (this.#disposed) throw new FlorenceError("DISPOSED", `graph ${this.name} was disposed`, { fix: "load the model again" });
-  }
-
-  /** @internal fails with TensorRT's own words */
-  failure(what: string): FlorenceError {
-    const said = this.#shared.runtime.takeRecent();
-    return new FlorenceError("ENGINE_FAILED", `TensorRT ${what} for ${this.name} (${this.path})${said ? `: ${said}` : ""}`, {
-      fix: `if the engine is stale or was built with other profiles, rebuild it: ${REBUILD} ${this.#shared.modelDir ?? "DIR"}`,
-    });
-  }
-
-  /** @internal the optimization profile whose ranges hold these input shapes */
-  pickProfile(shapes: ReadonlyMap<string, readonly number[]>): number {
-    const inputs = [...this.io.values()].filter((t) => t.input);
-    const count = inputs[0]?.profiles.length ?? 1;
-    for (let p = 0; p < count; p++) {
-      const fits = inputs.every((t) => {
-        const dims = shapes.get(t.name);
-        const range = t.profiles[p];
-        return !dims || !range || dims.every((d, axis) => d >= range.min[axis]! && d <= range.max[axis]!);
-      });
-      if (fits) return p;
-    }
-    const detail = inputs
-      .map((t) => `${t.name} [${shapes.get(t.name)?.join(", ")}] (profiles: ${t.profiles.map((r) => `[${r.min.join(", ")}]..[${r.max.join(", ")}]`).join(", ")})`)
-      .join("; ");
-    throw new FlorenceError("ENGINE_INPUT_INVALID", `graph ${this.name}: no optimization profile of ${this.path} takes these input shapes: ${detail}`, {
-      fix: `rebuild the engines with larger profiles (batch size, beams, lengths): ${REBUILD} ${this.#shared.modelDir ?? "DIR"}`,
-    });
-  }
-
-  /** @internal */
-  selectProfile(profile: number, stream: CudaStream): void {
-    if (this.context.profile === profile) return;
-    if (!this.context.methods.setOptimizationProfileAsync(this.context.impl, profile, stream.handle)) throw this.failure(`could not select optimization profile ${profile}`);
-    this.context.profile = profile;
-    this.context.forgetBindings();
-  }
-
-  #stage(name: string, bytes: number, pinned: boolean): Staged {
-    let staged = this.#staged.get(name);
-    if (!staged) {
-      staged = { device: undefined, pinned: undefined };
-      this.#staged.set(name, staged);
-    }
-    const cuda = this.#shared.cuda;
-    if (!staged.device || staged.device.bytes < bytes) {
-      const size = grownSize(bytes, staged.device?.bytes ?? 0);
-      staged.device?.free();
-      staged.device = undefined;
-      staged.device = cuda.allocDevice(size);
-    }
-    if (pinned && (!staged.pinned || staged.pinned.bytes < bytes)) {
-      const size = grownSize(bytes, staged.pinned?.bytes ?? 0);
-      staged.pinned?.free();
-      staged.pinned = undefined;
-      staged.pinned = cuda.allocPinned(size);
-    }
-    return staged;
-  }
-
-  run(feeds: Readonly<Record<string, Tensor>>): Promise<Record<string, Tensor>> {
-    // one run at a time: the context and the staging buffers are shared
-    const result = this.#tail.then(() => this.#run(feeds));
-    this.#tail = result.catch(() => undefined);
-    return result;
-  }
-
-  async #run(feeds: Readonly<Record<string, Tensor>>): Promise<Record<string, Tensor>> {
-    this.#check();
-    if (this.#leasedBy) throw new FlorenceError("ENGINE_FAILED", `graph ${this.name} is in use by a decoder`, { fix: "dispose the decoder first" });
-    checkFeeds(this, feeds);
-    const context = this.context;
-    const stream = this.#stream;
-    const shapes = new Map<string, readonly number[]>();
-    for (const [name, value] of Object.entries(feeds)) shapes.set(name, value.dims);
-    this.selectProfile(this.pickProfile(shapes), stream);
-    for (const tensor of this.io.values()) {
-      if (!tensor.input) continue;
-      const fed = feeds[tensor.name]!;
-      if (!context.setShape(tensor.name, fed.dims)) throw this.failure(`refused shape [${fed.dims.join(", ")}] for input ${tensor.name}`);
-      const bytes = fed.data.byteLength;
-      if (bytes === 0) {
-        if (!context.setAddress(tensor.name, this.#shared.empty.address)) throw this.failure(`refused the address of input ${tensor.name}`);
-        continue;
-      }
-      const staged = this.#stage(tensor.name, bytes, true);
-      new Uint8Array(staged.pinned!.buffer, 0, bytes).set(new Uint8Array(fed.data.buffer, fed.data.byteOffset, bytes));
-      stream.copyHostToDevice(staged.device!, staged.pinned!, bytes);
-      if (!context.setAddress(tensor.name, staged.device!.address)) throw this.failure(`refused the address of input ${tensor.name}`);
-    }
-    if (!context.methods.allInputDimensionsSpecified(context.impl)) throw this.failure("reports unspecified input dimensions");
-    const outputs: { tensor: IoTensor; dims: number[]; bytes: number; staged: Staged | undefined }[] = [];
-    for (const tensor of this.io.values()) {
-      if (tensor.input) continue;
-      const dims = context.shapeOf(tensor.name);
-      if (dims.some((d) => d < 0)) throw this.failure(`cannot tell the shape of output ${tensor.name} before running ([${dims.join(", ")}]; data-dependent shapes are not supported)`);
-      const bytes = elementCount(dims) * tensor.elementBytes;
-      const staged = bytes > 0 ? this.#stage(tensor.name, bytes, true) : undefined;
-      if (!context.setAddress(tensor.name, staged ? staged.device!.address : this.#shared.empty.address)) throw this.failure(`refused the address of output ${tensor.name}`);
-      outputs.push({ tensor, dims, bytes, staged });
-    }
-    if (!context.methods.enqueueV3(context.impl, stream.handle)) throw this.failure("could not enqueue the inference");
-    for (const out of outputs) if (out.staged) stream.copyDeviceToHost(out.staged.pinned!, out.staged.device!, out.bytes);
-    await stream.synchronizeAsync();
-    const result: Record<string, Tensor> = {};
-    for (const out of outputs) {
-      const host = tensor(out.tensor.type, out.dims);
-      if (out.staged) new Uint8Array(host.data.buffer).set(new Uint8Array(out.staged.pinned!.buffer, 0, out.bytes));
-      result[out.tensor.name] = host;
-    }
-    return result;
-  }
-
-  async dispose(): Promise<void> {
-    if (this.#disposed) return;
-    await this.#tail;
-    this.#disposed = true;
-    const runtime = this.#shared.runtime;
-    try {
-      await runtime.destroyWrapper(this.context.wrapper, "IExecutionContext");
-      await runtime.destroyWrapper(this.#engineWrapper, "ICudaEngine");
-    } finally {
-      this.context.free();
-      for (const staged of this.#staged.values()) {
-        staged.device?.free();
-        staged.pinned?.free();
-      }
-      this.#staged.clear();
-      this.#stream.destroy();
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// The decoder with its KV cache on the GPU
-
-const PAST = /^past_key_values\.(\d+)\.(decoder|encoder)\.(key|value)$/;
-const PRESENT = /^present\.(\d+)\.(decoder|encoder)\.(key|value)$/;
-
-interface CacheTensor {
-  /** "3.decoder.key" */
-  readonly id: string;
-  readonly self: boolean;
-  readonly heads: number;
-  readonly headDim: number;
-  readonly elementBytes: number;
-  /** Self-attention: two buffers, the past of the next step and its present, swapped every step. Cross: one. */
-  readonly buffers: DeviceBuffer[];
-  /** Cross-attention spare for reorders that move rows between batch items (allocated when first needed). */
-  spare: DeviceBuffer | undefined;
-}
-
-function decoderEngineError(graph: string, message: string, fix: string): FlorenceError {
-  return new FlorenceError("MODEL_FILE_INVALID", `decoder engine ${graph}: ${message}`, { fix });
-}
-
-class TensorRtDecoder implements DecoderStep {
-  readonly rows: number;
-  readonly #cuda: CudaRuntime;
-  readonly #stream: CudaStream;
-  readonly #numBeams: number;
-  readonly #embed: TensorRtGraph | undefined;
-  readonly #first: TensorRtGraph;
-  readonly #later: TensorRtGraph;
-  readonly #encoderLength: number;
-  readonly #hiddenSize: number;
-  readonly #vocab: number;
-  /** Self-attention capacity in positions: the with-past profile's longest past + 1. */
-  readonly #capacity: number;
-  readonly #cache = new Map<string, CacheTensor>();
-  readonly #ids: DeviceBuffer;
-  readonly #idsHost: PinnedBuffer;
-  readonly #idsView: BigInt64Array;
-  readonly #embeds: DeviceBuffer | undefined;
-  readonly #hidden: DeviceBuffer;
-  readonly #mask: DeviceBuffer;
-  readonly #logits: DeviceBuffer;
-  readonly #logitsHost: PinnedBuffer;
-  readonly #logitsType: TensorType;
-  readonly #logits32: Float32Array;
-  readonly #empty: DeviceBuffer;
-  /** Outputs a graph computes but the decoder does not keep (a with-past graph's pass-through encoder presents). */
-  readonly #sinks = new Map<string, DeviceBuffer>();
-  readonly #owned: (DeviceBuffer | PinnedBuffer)[] = [];
-  readonly #checkedShapes = new Set<TensorRtGraph>();
-  readonly #leaseOwner: object;
-  readonly #onDispose: (decoder: TensorRtDecoder) => void;
-  /** Which self-attention buffer holds the latest present. */
-  #current = 0;
-  #steps = 0;
-  #disposed = false;
-
-  private constructor(init: {
-    cuda: CudaRuntime;
-    stream: CudaStream;
-    numBeams: number;
-    rows: number;
-    embed: TensorRtGraph | undefined;
-    first: TensorRtGraph;
-    later: TensorRtGraph;
-    encoderLength: number;
-    hiddenSize: number;
-    vocab: number;
-    capacity: number;
-    logitsType: TensorType;
-    empty: DeviceBuffer;
-    leaseOwner: object;
-    onDispose: (decoder: TensorRtDecoder) => void;
-  }) {
-    this.#leaseOwner = init.leaseOwner;
-    this.#onDispose = init.onDispose;
-    this.#cuda = init.cuda;
-    this.#stream = init.stream;
-    this.#numBeams = init.numBeams;
-    this.rows = init.rows;
-    this.#embed = init.embed;
-    this.#first = init.first;
-    this.#later = init.later;
-    this.#encoderLength = init.encoderLength;
-    this.#hiddenSize = init.hiddenSize;
-    this.#vocab = init.vocab;
-    this.#capacity = init.capacity;
-    this.#logitsType = init.logitsType;
-    this.#empty = init.empty;
-    const cuda = init.cuda;
-    const own = <T extends DeviceBuffer | PinnedBuffer>(buffer: T): T => {
-      this.#owned.push(buffer);
-      return buffer;
-    };
-    try {
-      this.#ids = own(cuda.allocDevice(this.rows * 8));
-      this.#idsHost = own(cuda.allocPinned(this.rows * 8));
-      this.#idsView = new BigInt64Array(this.#idsHost.buffer, 0, this.rows);
-      const embedType = init.embed?.io.get("inputs_embeds");
-      this.#embeds = embedType ? own(cuda.allocDevice(this.rows * this.#hiddenSize * embedType.elementBytes)) : undefined;
-      const hiddenInput = init.first.io.get("encoder_hidden_states")!;
-      this.#hidden = own(cuda.allocDevice(this.rows * this.#encoderLength * this.#hiddenSize * hiddenInput.elementBytes));
-      this.#mask = own(cuda.allocDevice(this.rows * this.#encoderLength * 8));
-      const logitsBytes = this.rows * this.#vocab * (init.logitsType === "float16" ? 2 : 4);
-      this.#logits = own(cuda.allocDevice(logitsBytes));
-      this.#logitsHost = own(cuda.allocPinned(logitsBytes));
-      this.#logits32 = new Float32Array(this.rows * this.#vocab);
-    } catch (error) {
-      for (const buffer of this.#owned) buffer.free();
-      throw error;
-    }
-  }
-
-  /** Builds the decoder: validates the engines, allocates every buffer and uploads the encoder outputs. */
-  static async create(shared: EngineShared, options: DecoderOptions, onDispose: (decoder: TensorRtDecoder) => void): Promise<TensorRtDecoder> {
-    const graph = (name: string): TensorRtGraph | undefined => {
-      const graphs = options.graphs;
-      const found = graphs instanceof Map ? graphs.get(name) : (graphs as Readonly<Partial<Record<string, Graph>>>)[name];
-      if (found && !(found instanceof TensorRtGraph)) throw new FlorenceError("INVALID_ARGUMENT", `graph ${name} is not a TensorRT graph`, { fix: "load every graph of the model with the same TensorRtEngine" });
-      return found;
-    };
-    const first = graph("decoder_model");
-    const later = graph("decoder_with_past_model");
-    const embed = graph("embed_tokens");
-    if (!first || !later) {
-      throw new FlorenceError("MODEL_FILE_MISSING", "the TensorRT decoder needs the decoder_model and decoder_with_past_model engines", {
-        fix: `TensorRT cannot build the merged decoder (an If node); ${REBUILD} ${shared.modelDir ?? "DIR"} builds the split pair`,
-      });
-    }
-    const numBeams = options.numBeams ?? 1;
-    if (!Number.isInteger(numBeams) || numBeams < 1) throw new FlorenceError("INVALID_ARGUMENT", `numBeams must be a positive integer, got ${numBeams}`);
-    const hidden = options.encoderHiddenStates;
-    const mask = options.encoderAttentionMask;
-    if (hidden.dims.length !== 3 || mask.dims.length !== 2 || mask.dims[0] !== hidden.dims[0] || mask.dims[1] !== hidden.dims[1] || mask.type !== "int64") {
-      throw new FlorenceError("INVALID_ARGUMENT", `encoder outputs do not fit together: hidden states ${hidden.type}[${hidden.dims.join(", ")}], attention mask ${mask.type}[${mask.dims.join(", ")}]`, {
-        fix: "pass the encoder's last_hidden_state [batch, E, D] and its int64 attention mask [batch, E]",
-      });
-    }
-    const [batch, encoderLength, hiddenSize] = hidden.dims as [number, number, number];
-    const rows = batch * numBeams;
-    const fix = `use decoder engines built from one onnx-community export: ${REBUILD} ${shared.modelDir ?? "DIR"}`;
-    for (const g of [first, later]) {
-      for (const t of g.io.values()) {
-        if (!t.input) continue;
-        if (PAST.test(t.name)) continue;
-        if (!["input_ids", "inputs_embeds", "encoder_hidden_states", "encoder_attention_mask"].includes(t.name)) throw decoderEngineError(g.name, `takes an input ${t.name} that Florence-2 decoding does not provide`, fix);
-        if (t.name === "inputs_embeds" && !embed) throw new FlorenceError("MODEL_FILE_MISSING", `decoder engine ${g.name} takes inputs_embeds, but the embed_tokens engine is not loaded`, { fix: "load embed_tokens with the decoder" });
-        if (t.name === "encoder_attention_mask" && t.type !== "int64") throw decoderEngineError(g.name, `encoder_attention_mask is ${t.type}, expected int64`, fix);
-        if (t.name === "input_ids" && t.type !== "int64") throw decoderEngineError(g.name, `input_ids is ${t.type}, expected int64`, fix);
-      }
-      const logits = g.io.get("logits");
-      if (!logits || logits.input || (logits.type !== "float32" && logits.type !== "float16")) throw decoderEngineError(g.name, "has no float logits output", fix);
-    }
-    if (!first.io.get("encoder_hidden_states")?.input) throw decoderEngineError(first.name, "does not take encoder_hidden_states", fix);
-    if (![...later.io.values()].some((t) => t.input && PAST.test(t.name))) throw decoderEngineError(later.name, "has no past_key_values inputs", fix);
-    if (embed && embed.io.get("input_ids")?.type !== "int64") throw decoderEngineError(embed.name, "input_ids must be int64", fix);
-    for (const g of [first, later]) {
-      const wanted = g.io.get("inputs_embeds");
-      const made = embed?.io.get("inputs_embeds");
-      if (wanted?.input && (!made || made.input || made.type !== wanted.type)) throw decoderEngineError(g.name, `takes ${wanted.type} inputs_embeds, but embed_tokens outputs ${made ? made.type : "none"}`, fix);
-    }
-    const logitsInfo = first.io.get("logits")!;
-    if (later.io.get("logits")!.type !== logitsInfo.type) throw decoderEngineError(later.name, "its logits type differs from decoder_model's", fix);
-    const vocab = logitsInfo.shape[2] !== undefined && logitsInfo.shape[2] > 0 ? logitsInfo.shape[2] : undefined;
-    if (!vocab) throw decoderEngineError(first.name, `logits shape [${logitsInfo.shape.join(", ")}] does not fix the vocabulary size`, fix);
-
-    // capacity: the with-past engine's longest past (profile 0), plus the step that writes one more
-    const anyPast = [...later.io.values()].find((t) => t.input && PAST.exec(t.name)?.[2] === "decoder");
-    if (!anyPast) throw decoderEngineError(later.name, "has no past_key_values.*.decoder inputs", fix);
-    const range = anyPast.profiles[0];
-    if (!range) throw decoderEngineError(later.name, "has no optimization profile", fix);
-    const capacity = range.max[2]! + 1;
-    const batchRange = [range.min[0]!, range.max[0]!];
-    if (rows < batchRange[0]! || rows > batchRange[1]!) {
-      throw new FlorenceError("ENGINE_INPUT_INVALID", `decoder engines take ${batchRange[0]}..${batchRange[1]} rows (batch × beams), got ${rows}`, {
-        fix: `use fewer beams or a smaller batch, or rebuild the engines for more: ${REBUILD} ${shared.modelDir ?? "DIR"}`,
-      });
-    }
-
-    const leaseOwner = {};
-    for (const g of [embed, first, later]) g?.lease(leaseOwner);
-    const stream = shared.cuda.createStream();
-    let decoder: TensorRtDecoder | undefined;
-    try {
-      decoder = new TensorRtDecoder({
-        cuda: shared.cuda,
-        stream,
-        numBeams,
-        rows,
-        embed,
-        first,
-        later,
-        encoderLength,
-        hiddenSize,
-        vocab,
-        capacity,
-        logitsType: logitsInfo.type,
-        empty: shared.empty,
-        leaseOwner,
-        onDispose,
-      });
-      decoder.#allocateCache(options, fix);
-      await decoder.#upload(hidden, mask, numBeams);
-      return decoder;
-    } catch (error) {
-      if (decoder) await decoder.dispose();
-      else {
-        for (const g of [embed, first, later]) g?.release(leaseOwner);
-        stream.destroy();
-      }
-      throw error;
-    }
-  }
-
-  #allocateCache(options: DecoderOptions, fix: string): void {
-    const layout = (t: IoTensor): { heads: number; headDim: number } => {
-      const heads = t.shape[1]! > 0 ? t.shape[1]! : options.config?.decoderAttentionHeads;
-      const headDim = t.shape[3]! > 0 ? t.shape[3]! : heads && options.config?.dModel ? options.config.dModel / heads : undefined;
-      if (!heads || !headDim || !Number.isInteger(headDim)) throw decoderEngineError(this.#later.name, `cannot tell the shape of ${t.name} [${t.shape.join(", ")}]`, "pass the text config (decoderAttentionHeads, dModel)");
-      return { heads, headDim };
-    };
-    for (const t of this.#later.io.values()) {
-      const match = t.input ? PAST.exec(t.name) : undefined;
-      if (!match) continue;
-      const self = match[2] === "decoder";
-      const { heads, headDim } = layout(t);
-      const positions = self ? this.#capacity : this.#encoderLength;
-      const bytes = this.rows * heads * positions * headDim * t.elementBytes;
-      const buffers = (self ? [0, 1] : [0]).map(() => {
-        const buffer = this.#cuda.allocDevice(bytes);
-        this.#owned.push(buffer);
-        return buffer;
-      });
-      this.#cache.set(`${match[1]}.${match[2]}.${match[3]}`, { id: `${match[1]}.${match[2]}.${match[3]}`, self, heads, headDim, elementBytes: t.elementBytes, buffers, spare: undefined });
-    }
-    const presents = (g: TensorRtGraph) => new Set([...g.io.values()].filter((t) => !t.input && PRESENT.test(t.name)).map((t) => t.name.replace(/^present\./, "")));
-    const fromFirst = presents(this.#first);
-    const fromLater = presents(this.#later);
-    for (const id of fromFirst) if (!this.#cache.has(id)) throw decoderEngineError(this.#first.name, `outputs present.${id}, which ${this.#later.name} does not take back`, fix);
-    for (const cache of this.#cache.values()) {
-      if (!fromFirst.has(cache.id)) throw decoderEngineError(this.#first.name, `does not output present.${cache.id}, which ${this.#later.name} takes`, fix);
-      if (cache.self && !fromLater.has(cache.id)) throw decoderEngineError(this.#later.name, `does not output present.${cache.id}`, fix);
-    }
-  }
-
-  /** The encoder outputs, repeated per beam as HF's _expand_inputs_for_generation does, converted to the engine's type. */
-  async #upload(hidden: Tensor, mask: Tensor, numBeams: number): Promise<void> {
-    const hiddenType = this.#first.io.get("encoder_hidden_states")!.type;
-    let hiddenData: TensorData = hidden.data;
-    if (hidden.type !== hiddenType) {
-      if (hidden.type === "float32" && hiddenType === "float16") hiddenData = float32ToFloat16(hidden.data as Float32Array);
-      else if (hidden.type === "float16" && hiddenType === "float32") hiddenData = Float32Array.from(hidden.data as Uint16Array, fromHalf);
-      else throw new FlorenceError("ENGINE_INPUT_INVALID", `cannot feed ${hidden.type} encoder states to a decoder engine that takes ${hiddenType}`);
-    }
-    const hiddenRow = hiddenData.byteLength / hidden.dims[0]!;
-    const maskRow = mask.data.byteLength / mask.dims[0]!;
-    const staging = this.#cuda.allocPinned(this.rows * (hiddenRow + maskRow));
-    try {
-      const bytes = new Uint8Array(staging.buffer, 0, staging.bytes);
-      const hiddenBytes = new Uint8Array(hiddenData.buffer, hiddenData.byteOffset, hiddenData.byteLength);
-      const maskBytes = new Uint8Array(mask.data.buffer, mask.data.byteOffset, mask.data.byteLength);
-      for (let r = 0; r < this.rows; r++) {
-        const item = Math.floor(r / numBeams);
-        bytes.set(hiddenBytes.subarray(item * hiddenRow, (item + 1) * hiddenRow), r * hiddenRow);
-        bytes.set(maskBytes.subarray(item * maskRow, (item + 1) * maskRow), this.rows * hiddenRow + r * maskRow);
-      }
-      this.#stream.copyHostToDevice(this.#hidden, staging, this.rows * hiddenRow);
-      this.#stream.copyHostToDevice(this.#mask, staging, this.rows * maskRow, 0, this.rows * hiddenRow);
-      await this.#stream.synchronizeAsync();
-    } finally {
-      staging.free();
-    }
-  }
-
-  #check(): void {
-    if (this.#disposed) throw new FlorenceError("DISPOSED", "this decoder was disposed", { fix: "create a new decoder for each generation" });
-  }
-
-  #bind(graph: TensorRtGraph, name: string, dims: readonly number[] | undefined, address: Pointer): void {
-    const context = graph.context;
-    if (dims && !context.setShape(name, dims)) throw graph.failure(`refused shape [${dims.join(", ")}] for ${name}`);
-    if (!context.setAddress(name, address)) throw graph.failure(`refused the address of ${name}`);
-  }
-
-  async next(tokens: Int32Array): Promise<Float32Array> {
-    this.#check();
-    if (tokens.length !== this.rows) throw new FlorenceError("INVALID_ARGUMENT", `the decoder has ${this.rows} rows, got ${tokens.length} tokens`);
-    const step = this.#steps;
-    if (step + 1 > this.#capacity) {
-      throw new FlorenceError("ENGINE_INPUT_INVALID", `generation reached ${step} tokens, the most the decoder engines' profile allows (${this.#capacity - 1} past positions)`, {
-        fix: `lower max_new_tokens, or rebuild the engines with a longer maximum: ${REBUILD} DIR`,
-      });
-    }
-    const rows = this.rows;
-    const stream = this.#stream;
-    for (let r = 0; r < rows; r++) this.#idsView[r] = BigInt(tokens[r]!);
-    stream.copyHostToDevice(this.#ids, this.#idsHost, rows * 8);
-    if (this.#embed) {
-      const embed = this.#embed;
-      this.#bind(embed, "input_ids", [rows, 1], this.#ids.address);
-      for (const t of embed.io.values()) if (!t.input) this.#bind(embed, t.name, undefined, t.name === "inputs_embeds" ? this.#embeds!.address : this.#sink(embed, t.name).address);
-      if (!this.#checkedShapes.has(embed)) {
-        const dims = embed.context.shapeOf("inputs_embeds");
-        if (dims.join(",") !== [rows, 1, this.#hiddenSize].join(",")) throw embed.failure(`would write inputs_embeds as [${dims.join(", ")}], expected [${rows}, 1, ${this.#hiddenSize}]`);
-        this.#checkedShapes.add(embed);
-      }
-      if (!embed.context.methods.enqueueV3(embed.context.impl, stream.handle)) throw embed.failure("could not enqueue embed_tokens");
-    }
-    const graph = step === 0 ? this.#first : this.#later;
-    const write = step === 0 ? 0 : 1 - this.#current;
-    for (const t of graph.io.values()) {
-      const name = t.name;
-      if (t.input) {
-        if (name === "input_ids") this.#bind(graph, name, [rows, 1], this.#ids.address);
-        else if (name === "inputs_embeds") this.#bind(graph, name, [rows, 1, this.#hiddenSize], this.#embeds!.address);
-        else if (name === "encoder_hidden_states") this.#bind(graph, name, [rows, this.#encoderLength, this.#hiddenSize], this.#hidden.address);
-        else if (name === "encoder_attention_mask") this.#bind(graph, name, [rows, this.#encoderLength], this.#mask.address);
-        else {
-          const match = PAST.exec(name)!;
-          const cache = this.#cache.get(`${match[1]}.${match[2]}.${match[3]}`);
-          if (!cache) throw graph.failure(`takes ${name}, which no decoder engine outputs`);
-          if (cache.self) {
-            // the first step's past is empty: zero positions at a non-null address
-            const past = step === 0 ? 0 : step;
-            this.#bind(graph, name, [rows, cache.heads, past, cache.headDim], past === 0 ? this.#empty.address : cache.buffers[this.#current]!.address);
-          } else {
-            if (step === 0) throw graph.failure(`takes the cross-attention cache ${name} on the first step`);
-            this.#bind(graph, name, [rows, cache.heads, this.#encoderLength, cache.headDim], cache.buffers[0]!.address);
-          }
-        }
-      } else if (name === "logits") this.#bind(graph, name, undefined, this.#logits.address);
-      else {
-        const match = PRESENT.exec(name);
-        const cache = match ? this.#cache.get(`${match[1]}.${match[2]}.${match[3]}`) : undefined;
-        if (cache?.self) this.#bind(graph, name, undefined, cache.buffers[write]!.address);
-        else if (cache && step === 0) this.#bind(graph, name, undefined, cache.buffers[0]!.address);
-        else this.#bind(graph, name, undefined, this.#sink(graph, name).address);
-      }
-    }
-    if (!this.#checkedShapes.has(graph)) this.#checkOutputShapes(graph, step);
-    if (!graph.context.methods.enqueueV3(graph.context.impl, stream.handle)) throw graph.failure(`could not enqueue decoder step ${step}`);
-    stream.copyDeviceToHost(this.#logitsHost, this.#logits, this.#logitsHost.bytes);
-    stream.synchronize();
-    this.#current = write;
-    this.#steps++;
-    const out = this.#logits32;
-    if (this.#logitsType === "float32") out.set(new Float32Array(this.#logitsHost.buffer, 0, out.length));
-    else {
-      const half = new Uint16Array(this.#logitsHost.buffer, 0, out.length);
-      for (let i = 0; i < out.length; i++) out[i] = fromHalf(half[i]!);
-    }
-    return out;
-  }
-
-  /** Once per graph: the shapes TensorRT will write must fit the buffers bound to them. */
-  #checkOutputShapes(graph: TensorRtGraph, step: number): void {
-    for (const t of graph.io.values()) {
-      if (t.input) continue;
-      const dims = graph.context.shapeOf(t.name);
-      const match = PRESENT.exec(t.name);
-      const cache = match ? this.#cache.get(`${match[1]}.${match[2]}.${match[3]}`) : undefined;
-      const expected =
-        t.name === "logits"
-          ? [this.rows, 1, this.#vocab]
-          : cache?.self
-            ? [this.rows, cache.heads, step + 1, cache.headDim]
-            : cache && step === 0
-              ? [this.rows, cache.heads, this.#encoderLength, cache.headDim]
-              : undefined;
-      if (expected && dims.join(",") !== expected.join(",")) throw graph.failure(`would write ${t.name} as [${dims.join(", ")}], expected [${expected.join(", ")}]`);
-    }
-    this.#checkedShapes.add(graph);
-  }
-
-  #sink(graph: TensorRtGraph, name: string): DeviceBuffer {
-    const key = `${graph.name}/${name}`;
-    let sink = this.#sinks.get(key);
-    if (!sink) {
-      const dims = graph.context.shapeOf(name);
-      const tensor = graph.io.get(name)!;
-      sink = this.#cuda.allocDevice(Math.max(1, elementCount(dims.map((d) => Math.max(d, 0)))) * tensor.elementBytes);
-      this.#sinks.set(key, sink);
-      this.#owned.push(sink);
-    }
-    return sink;
-  }
-
-  async reorder(rowIndices: Int32Array): Promise<void> {
-    this.#check();
-    if (rowIndices.length !== this.rows) throw new FlorenceError("INVALID_ARGUMENT", `reorder needs ${this.rows} row indices, got ${rowIndices.length}`);
-    let identity = true;
-    let withinItems = true;
-    for (let r = 0; r < this.rows; r++) {
-      const source = rowIndices[r]!;
-      if (!Number.isInteger(source) || source < 0 || source >= this.rows) throw new FlorenceError("INVALID_ARGUMENT", `reorder: row index ${source} is outside 0..${this.rows - 1}`);
-      if (source !== r) identity = false;
-      if (Math.floor(source / this.#numBeams) !== Math.floor(r / this.#numBeams)) withinItems = false;
-    }
-    if (identity || this.#steps === 0) return;
-    const stream = this.#stream;
-    const from = this.#current;
-    const to = 1 - from;
-    for (const cache of this.#cache.values()) {
-      if (!cache.self) continue;
-      // rows are contiguous blocks of the packed [rows, heads, steps, headDim] present: gather them into the other buffer
-      const block = cache.heads * this.#steps * cache.headDim * cache.elementBytes;
-      for (let r = 0; r < this.rows; r++) stream.copyDeviceToDevice(cache.buffers[to]!, cache.buffers[from]!, block, r * block, rowIndices[r]! * block);
-    }
-    this.#current = to;
-    // the cross-attention cache is the same for one item's beams: only moves between items need it
-    if (!withinItems) {
-      for (const cache of this.#cache.values()) {
-        if (cache.self) continue;
-        if (!cache.spare) {
-          cache.spare = this.#cuda.allocDevice(cache.buffers[0]!.bytes);
-          this.#owned.push(cache.spare);
-        }
-        const block = cache.heads * this.#encoderLength * cache.headDim * cache.elementBytes;
-        for (let r = 0; r < this.rows; r++) stream.copyDeviceToDevice(cache.spare, cache.buffers[0]!, block, r * block, rowIndices[r]! * block);
-        [cache.buffers[0], cache.spare] = [cache.spare, cache.buffers[0]!];
-      }
-    }
-  }
-
-  async dispose(): Promise<void> {
-    if (this.#disposed) return;
-    this.#disposed = true;
-    try {
-      await this.#stream.synchronizeAsync();
-    } finally {
-      for (const buffer of this.#owned) buffer.free();
-      this.#owned.length = 0;
-      this.#stream.destroy();
-      for (const g of [this.#embed, this.#first, this.#later]) g?.release(this.#leaseOwner);
-      this.#onDispose(this);
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // The engine
 
 export interface TensorRtOptions extends MachineOptions {
@@ -1042,7 +211,28 @@ export interface TensorRtOptions extends MachineOptions {
   log?: (line: string) => void;
   /** Also pass TensorRT's info messages to `log`. */
   verbose?: boolean;
+  /**
+   * CUDA graphs for decoder steps: each of the first `steps` steps (default 128) is captured the first time it
+   * runs and replayed with one launch afterwards; `false` runs every step kernel by kernel.
+   */
+  cudaGraphs?: false | { steps?: number };
+  /**
+   * Let TensorRT read inputs and write outputs in mapped host memory instead of copying (default: on GPUs that
+   * share the CPU's memory — Jetson — off on desktop GPUs, where every access would cross PCIe).
+   */
+  zeroCopy?: boolean | "auto";
+  /** Decoder workspaces (KV cache, step contexts and their graphs) kept between generations (default 2). */
+  workspaces?: number;
 }
+
+/** What the TensorRT backend did, for benchmarks and the hardware test. */
+export interface TensorRtStats {
+  zeroCopy: boolean;
+  decoder: DecoderStats;
+}
+
+/** Decoder steps that get CUDA graphs by default: captions and most detections; long OCR runs its tail eagerly. */
+export const DEFAULT_GRAPH_STEPS = 128;
 
 async function sha256File(path: string): Promise<string> {
   const hash = createHash("sha256");
@@ -1060,6 +250,7 @@ export class TensorRtEngine implements Engine {
   readonly #options: TensorRtOptions;
   readonly #graphs = new Set<TensorRtGraph>();
   readonly #decoders = new Set<TensorRtDecoder>();
+  readonly #workspaces: DecoderWorkspaces;
   #disposed = false;
 
   private constructor(options: TensorRtOptions, manifest: EngineManifest, machine: MachineInfo, shared: EngineShared) {
@@ -1068,6 +259,7 @@ export class TensorRtEngine implements Engine {
     this.manifest = manifest;
     this.machine = machine;
     this.#shared = shared;
+    this.#workspaces = new DecoderWorkspaces(shared);
     const cuda = shared.cuda;
     this.description = `TensorRT ${machine.tensorrtVersion} on ${machine.gpuName} (sm${machine.computeCapability.replace(".", "")}), CUDA runtime ${formatCudaVersion(cuda.runtimeVersion)}, driver ${formatCudaVersion(cuda.driverVersion)}, engines ${options.engineDir}`;
   }
@@ -1080,6 +272,12 @@ export class TensorRtEngine implements Engine {
     if (!loaded.ok) throw new FlorenceError("ENGINE_UNAVAILABLE", loaded.reason, { fix: "install TensorRT 10 or 11 (JetPack 6/7 include it), or use --backend onnxruntime" });
     const machine = describeMachine(cuda, loaded.trt);
     checkManifest(manifest, machine, options.engineDir, options.modelDir);
+    const graphSteps = options.cudaGraphs === false ? 0 : (options.cudaGraphs?.steps ?? DEFAULT_GRAPH_STEPS);
+    const workspaces = options.workspaces ?? 2;
+    if (!Number.isInteger(graphSteps) || graphSteps < 0) throw new FlorenceError("INVALID_ARGUMENT", `cudaGraphs.steps must be a non-negative integer, got ${graphSteps}`);
+    if (!Number.isInteger(workspaces) || workspaces < 0) throw new FlorenceError("INVALID_ARGUMENT", `workspaces must be a non-negative integer, got ${workspaces}`);
+    const zeroCopy = (options.zeroCopy ?? "auto") === "auto" ? machine.integrated && cuda.canMapHostMemory() : options.zeroCopy === true;
+    if (zeroCopy && !cuda.canMapHostMemory()) throw new FlorenceError("ENGINE_UNAVAILABLE", `${machine.gpuName} cannot map host memory`, { fix: "leave zeroCopy at auto" });
     const runtime = await TrtRuntime.create(loaded.trt, options.log, options.verbose === true);
     let empty: DeviceBuffer;
     try {
@@ -1088,7 +286,17 @@ export class TensorRtEngine implements Engine {
       await runtime.dispose();
       throw error;
     }
-    return new TensorRtEngine(options, manifest, machine, { cuda, runtime, empty, engineDir: options.engineDir, modelDir: options.modelDir });
+    return new TensorRtEngine(options, manifest, machine, {
+      cuda,
+      runtime,
+      empty,
+      engineDir: options.engineDir,
+      modelDir: options.modelDir,
+      zeroCopy,
+      graphSteps,
+      workspaces,
+      log: options.log,
+    });
   }
 
   #check(): void {
@@ -1189,24 +397,18 @@ export class TensorRtEngine implements Engine {
       const engineCheck = selfCheckFailure(table, runtime.trt.version, [{ what: "VCudaEngine.getPImpl()", expected: engineImpl === null ? null : engineWrapper, actual: engine ? engine.getPImpl(engineImpl!) : null }]);
       if (engineCheck || !engine) throw new FlorenceError("ENGINE_UNAVAILABLE", engineCheck!, { fix: "run `npm run check:trt-abi -- --include <TensorRT include dir>`" });
       const io = this.#introspect(name, planPath, engine, engineImpl!);
-      const contextWrapper = await callAsync(engine.createExecutionContext, engineImpl!, table.enums.ExecutionContextAllocationStrategy["kSTATIC"]!);
-      if (contextWrapper === null) {
-        const said = runtime.takeRecent();
-        throw new FlorenceError("ENGINE_FAILED", `TensorRT could not create an execution context for ${planPath}${said ? `: ${said}` : ""}`, {
-          fix: "the GPU may be out of memory: close other GPU programs",
-        });
-      }
-      const contextImpl = readPointer(contextWrapper, table.wrappers.IExecutionContext.implOffset);
-      const methods = contextImpl === null ? undefined : bindApivObject("VExecutionContext", contextImpl, table);
-      const contextCheck = selfCheckFailure(table, runtime.trt.version, [
-        { what: "VExecutionContext.getPImpl()", expected: contextImpl === null ? null : contextWrapper, actual: methods ? methods.getPImpl(contextImpl!) : null },
-        { what: "VExecutionContext.getEngine()", expected: engineWrapper, actual: methods ? methods.getEngine(contextImpl!) : null },
-      ]);
-      if (contextCheck || !methods) throw new FlorenceError("ENGINE_UNAVAILABLE", contextCheck!, { fix: "run `npm run check:trt-abi -- --include <TensorRT include dir>`" });
+      const handle: EngineHandle = { wrapper: engineWrapper, impl: engineImpl!, methods: engine };
+      const context = await createContext(this.#shared, handle, planPath);
       if (this.#options.verbose) this.#options.log?.(`TensorRT: loaded ${name} from ${planPath} (${io.size} tensors, ${(Number(engine.getDeviceMemorySizeV2(engineImpl!)) / 2 ** 20).toFixed(1)} MiB of activations)`);
-      const context = new TrtContext(contextWrapper, contextImpl!, methods, allocDims(table));
-      const stream = cuda.createStream();
-      return new TensorRtGraph(name, planPath, this.#shared, engineWrapper, io, context, stream);
+      let stream;
+      try {
+        stream = cuda.createStream();
+      } catch (error) {
+        await runtime.destroyWrapper(context.wrapper, "IExecutionContext");
+        context.free();
+        throw error;
+      }
+      return new TensorRtGraph(name, planPath, this.#shared, handle, io, context, stream);
     } catch (error) {
       await destroyEngine();
       throw error;
@@ -1251,14 +453,19 @@ export class TensorRtEngine implements Engine {
    */
   async createDecoder(options: DecoderOptions): Promise<DecoderStep> {
     this.#check();
-    const decoder = await TensorRtDecoder.create(this.#shared, options, (d) => this.#decoders.delete(d));
+    const decoder = await TensorRtDecoder.create(this.#shared, this.#workspaces, options, (d) => this.#decoders.delete(d));
     this.#decoders.add(decoder);
     return decoder;
   }
 
   /** GPU memory use, for logs. */
-  memory(): { freeBytes: number; totalBytes: number; device: number; pinned: number; deviceBytes: number; pinnedBytes: number } {
+  memory(): { freeBytes: number; totalBytes: number; device: number; pinned: number; deviceBytes: number; pinnedBytes: number; graphs: number } {
     return { ...this.#shared.cuda.memoryInfo(), ...this.#shared.cuda.liveAllocations() };
+  }
+
+  /** CUDA graph and zero-copy use so far. */
+  stats(): TensorRtStats {
+    return { zeroCopy: this.#shared.zeroCopy, decoder: this.#workspaces.stats() };
   }
 
   async dispose(): Promise<void> {
@@ -1267,6 +474,7 @@ export class TensorRtEngine implements Engine {
     const decoders = [...this.#decoders];
     this.#decoders.clear();
     await Promise.all(decoders.map((d) => d.dispose()));
+    await this.#workspaces.dispose();
     const graphs = [...this.#graphs];
     this.#graphs.clear();
     for (const graph of graphs) await graph.dispose();
