@@ -27,7 +27,7 @@ import { join } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import process from "node:process";
 import { connectAsync, type MqttClient } from "mqtt";
-import { quantile } from "../src/bench.ts";
+import { quantile } from "../src/timing.ts";
 import { readEnvironment } from "../src/config.ts";
 import { type FlagSpec, parseFlags, usage, runAsScript } from "../src/cli_args.ts";
 import { OnnxRuntimeEngine } from "../src/engine/onnxruntime/onnxruntime.ts";

@@ -23,7 +23,7 @@ import { performance } from "node:perf_hooks";
 import process from "node:process";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { type GraphRuns, quantile, runTimes } from "../src/bench.ts";
+import { type GraphRuns, quantile, runTimes } from "../src/timing.ts";
 import { packageRoot } from "../src/paths.ts";
 import { type FlagSpec, parseFlags, usage, runAsScript } from "../src/cli_args.ts";
 import { FlorenceError, describeValue } from "../src/errors.ts";
@@ -230,7 +230,7 @@ export function prepareTransformersJsFolder(modelDir: string, tempParent = tmpdi
 // ---------------------------------------------------------------------------------------------------------------
 // The two sides
 
-export type { GraphRuns } from "../src/bench.ts";
+export type { GraphRuns } from "../src/timing.ts";
 
 interface Iteration {
   total: number;

@@ -509,6 +509,8 @@ export interface HardwareReport {
   engines?: { built: string[]; upToDate: string[]; engineDir: string | null; skippedBuild: boolean };
   parity?: (ParitySummary & { margin: number; all: boolean; cases: { id: string; outcome: CaseOutcome | { status: "skipped"; reason: SkipReason } }[] }) | { notChecked: string };
   timings?: Omit<BenchReport, "summary">;
+  /** The same timing runs with CUDA graphs off: what the graphs bring on this GPU. */
+  cudaGraphs?: { offMedianMs: number; onMedianMs: number; offOverOn: number } | { notMeasured: string };
   target?: { selection: TargetSelection; verdict: Verdict };
   failures: string[];
   /** An unexpected error's stack: in the JSON report, never on the console. */
@@ -706,6 +708,24 @@ async function run(options: HardwareTestOptions, startedAt: string, say: (line: 
   say(`  end to end: median ${bench.median_ms} ms, p90 ${bench.p90_ms} ms (min ${bench.min_ms} ms); ${tokens} tokens generated`);
   say(`  stages (median ms): ${["decode", "preprocess", "vision", "encoder", "decoder", "parse"].map((k) => `${k} ${bench.stages_median_ms[k] ?? "–"}`).join(", ")}`);
   say(`  inside TensorRT: median ${bench.engine_median_ms} ms (end to end ÷ engine = ${bench.overhead_ratio})`);
+  if (bench.backend_stats) say(`  backend: ${JSON.stringify(bench.backend_stats)}`);
+  try {
+    const eager = await runBench({
+      model: options.model,
+      image: options.image,
+      tasks: ["<CAPTION>"],
+      text: undefined,
+      runs: options.runs,
+      warmup: options.warmup,
+      generate: { numBeams: 1, maxNewTokens: options.maxNewTokens, generation: { min_new_tokens: options.maxNewTokens } },
+      load: { env: runtimeEnv, backend: "tensorrt", tensorrt: { cudaGraphs: false } },
+    });
+    report.cudaGraphs = { onMedianMs: bench.median_ms, offMedianMs: eager.median_ms, offOverOn: Math.round((eager.median_ms / bench.median_ms) * 1000) / 1000 };
+    say(`  CUDA graphs off: median ${eager.median_ms} ms (${report.cudaGraphs.offOverOn}× the time with graphs)`);
+  } catch (error) {
+    report.cudaGraphs = { notMeasured: errorText(error) };
+    say(`  CUDA graphs off: not measured: ${errorText(error)}`);
+  }
 
   // 5. targets
   say(`[5/${STEPS}] performance target (reported, not asserted)`);
@@ -730,6 +750,7 @@ function printSummary(report: HardwareReport, say: (line: string) => void): void
     say(`  parity        ${"notChecked" in p ? "not checked (no references)" : `${p.exact} exact, ${p.differ} differ, ${p.failed} failed of ${p.checked} checked; skipped ${p.skipped.margin} (margin), ${p.skipped.beam} (beam)${p.skipped["no-margin"] ? `, ${p.skipped["no-margin"]} (no margin)` : ""}`}`);
   }
   if (report.timings) say(`  timings       median ${report.timings.median_ms} ms, p90 ${report.timings.p90_ms} ms end to end`);
+  if (report.cudaGraphs && "offOverOn" in report.cudaGraphs) say(`  cuda graphs   off: ${report.cudaGraphs.offMedianMs} ms (${report.cudaGraphs.offOverOn}× on)`);
   if (report.target) say(`  target        ${report.target.verdict.status}`);
   for (const failure of report.failures) say(`  failure       ${shorten(failure, 400)}`);
   say(report.status === "passed" ? "PASSED" : report.status === "skipped" ? "SKIPPED (exit 3): this machine cannot run the TensorRT path" : `FAILED (exit ${report.exitCode})`);

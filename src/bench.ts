@@ -3,9 +3,9 @@
  * how much of the time is spent inside the bare engine sessions (the rest is our own overhead).
  */
 import { performance } from "node:perf_hooks";
-import type { Engine, Graph } from "./engine/engine.ts";
 import { Florence2, type GenerateOptions, type TaskResult } from "./florence/florence2.ts";
 import { createEngine, type OpenOptions, resolveModelDir } from "./mod.ts";
+import { type DecoderEngine, quantile, timedEngine } from "./timing.ts";
 
 export interface BenchOptions {
   model: string;
@@ -32,84 +32,28 @@ export interface BenchReport {
   overhead_ratio: number;
   stages_median_ms: Record<string, number>;
   generated_tokens: number[];
+  /** What the backend reports about itself after the runs (TensorRT: CUDA graph and zero-copy use). */
+  backend_stats?: unknown;
   summary: string;
 }
 
-export function quantile(values: readonly number[], q: number): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const pos = (sorted.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
-}
-
-export type GraphRuns = Record<string, { runs: number; ms: number }>;
-
-/** Graph-run times summed in total (`take`) and per graph (`takeByGraph`); each take returns and resets its sum. */
-export function runTimes(): { add: (graph: string, ms: number) => void; take: () => number; takeByGraph: () => GraphRuns } {
-  let spent = 0;
-  let byGraph: GraphRuns = {};
-  return {
-    add: (graph, ms) => {
-      spent += ms;
-      const entry = (byGraph[graph] ??= { runs: 0, ms: 0 });
-      entry.runs++;
-      entry.ms += ms;
-    },
-    take: () => {
-      const value = spent;
-      spent = 0;
-      return value;
-    },
-    takeByGraph: () => {
-      const value = byGraph;
-      byGraph = {};
-      return value;
-    },
-  };
-}
-
-/**
- * Wraps an engine so that every graph run adds its wall time to a counter, in total (`take`) and per graph name
- * (`takeByGraph`). Output selection passes through unchanged, so the wrapped engine does the same work.
- */
-export function timedEngine(inner: Engine): { engine: Engine; take: () => number; takeByGraph: () => GraphRuns } {
-  const times = runTimes();
-  const wrap = (graph: Graph): Graph => ({
-    name: graph.name,
-    path: graph.path,
-    inputs: graph.inputs,
-    outputs: graph.outputs,
-    async run(feeds, outputs) {
-      const t0 = performance.now();
-      try {
-        return await graph.run(feeds, outputs);
-      } finally {
-        times.add(graph.name, performance.now() - t0);
-      }
-    },
-    dispose: () => graph.dispose(),
-  });
-  const engine: Engine = {
-    backend: inner.backend,
-    description: inner.description,
-    loadGraph: async (name, path) => wrap(await inner.loadGraph(name, path)),
-    dispose: () => inner.dispose(),
-  };
-  return { engine, take: times.take, takeByGraph: times.takeByGraph };
-}
-
 export async function runBench(options: BenchOptions): Promise<BenchReport> {
-  const { env, backend, threads, log, ...load } = options.load;
+  const { env, backend, threads, log, tensorrt, ...load } = options.load;
   const dir = await resolveModelDir(options.model, env, { ...(load.precision ? { precision: load.precision } : {}), ...(log ? { log } : {}) });
-  const inner = await createEngine(backend ?? "auto", { ...(threads ?? env.threads ? { threads: (threads ?? env.threads)! } : {}), ...(log ? { log } : {}), modelDir: dir, cacheDir: env.cacheDir });
+  const inner = await createEngine(backend ?? "auto", {
+    ...(threads ?? env.threads ? { threads: (threads ?? env.threads)! } : {}),
+    ...(log ? { log } : {}),
+    ...(tensorrt ? { tensorrt } : {}),
+    modelDir: dir,
+    cacheDir: env.cacheDir,
+  });
   const { engine, take } = timedEngine(inner);
   const model = await Florence2.load(dir, { ...load, engine });
   const totals: number[] = [];
   const engineTimes: number[] = [];
   const stages: Record<string, number[]> = {};
   let tokens: number[] = [];
+  let backendStats: unknown;
   try {
     const requests = options.tasks.map((task) => ({ task, text: options.text }));
     for (let i = 0; i < options.warmup + options.runs; i++) {
@@ -133,6 +77,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       add("decoder", results.reduce((s, r) => s + r.timings_ms.decoder_ms, 0));
       add("parse", results.reduce((s, r) => s + r.timings_ms.parse_ms, 0));
     }
+    backendStats = (inner as DecoderEngine).stats?.();
   } finally {
     await model.dispose();
     await engine.dispose();
@@ -152,6 +97,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     overhead_ratio: round(median / engineMedian, 3),
     stages_median_ms: stagesMedian,
     generated_tokens: tokens,
+    ...(backendStats !== undefined ? { backend_stats: backendStats } : {}),
   };
   const summary = [
     `${options.tasks.join(" + ")} on ${options.image} — ${inner.description}`,

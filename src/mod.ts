@@ -5,6 +5,7 @@ import { existsSync } from "node:fs";
 import { basename, join } from "node:path";
 import type { RuntimeEnvironment } from "./config.ts";
 import type { Engine } from "./engine/engine.ts";
+import type { TensorRtOptions } from "./engine/tensorrt/runtime.ts";
 import { OnnxRuntimeEngine } from "./engine/onnxruntime/onnxruntime.ts";
 import { FlorenceError } from "./errors.ts";
 import { Florence2, type LoadOptions } from "./florence/florence2.ts";
@@ -28,6 +29,9 @@ export { readEnvironment, type RuntimeEnvironment } from "./config.ts";
 
 export type BackendChoice = "auto" | "onnxruntime" | "tensorrt";
 
+/** How the TensorRT backend runs, where it is chosen: CUDA graphs for decoder steps, zero-copy, kept workspaces. */
+export type TensorRtTuning = Pick<TensorRtOptions, "cudaGraphs" | "zeroCopy" | "workspaces">;
+
 export interface OpenOptions extends Omit<LoadOptions, "engine"> {
   env: RuntimeEnvironment;
   backend?: BackendChoice;
@@ -35,6 +39,7 @@ export interface OpenOptions extends Omit<LoadOptions, "engine"> {
   precision?: Precision;
   /** Progress and the backend choice, one line each. */
   log?: (line: string) => void;
+  tensorrt?: TensorRtTuning;
 }
 
 /**
@@ -44,7 +49,7 @@ export interface OpenOptions extends Omit<LoadOptions, "engine"> {
  */
 export async function createEngine(
   choice: BackendChoice,
-  options: { threads?: number; log?: (line: string) => void; modelDir?: string; cacheDir?: string },
+  options: { threads?: number; log?: (line: string) => void; modelDir?: string; cacheDir?: string; tensorrt?: TensorRtTuning },
 ): Promise<Engine> {
   let reason = "no model folder to look up engines for";
   if (choice !== "onnxruntime" && options.modelDir !== undefined) {
@@ -53,7 +58,7 @@ export async function createEngine(
     const roots = [...(options.cacheDir ? [join(options.cacheDir, "engines")] : []), join(packageRoot(), "engines")];
     const found = await trt.findEngines(roots, basename(options.modelDir.replace(/[\\/]+$/, "")));
     if (found.ok) {
-      const engine = await trt.openTensorRt({ engineDir: found.engineDir, modelDir: options.modelDir, ...(options.log ? { log: options.log } : {}) });
+      const engine = await trt.openTensorRt({ ...options.tensorrt, engineDir: found.engineDir, modelDir: options.modelDir, ...(options.log ? { log: options.log } : {}) });
       options.log?.(`backend: ${engine.description}${choice === "auto" ? " (auto: engines for this GPU found)" : ""}`);
       return engine;
     }
@@ -90,9 +95,10 @@ export async function loadFlorence(model: string = DEFAULT_HUB_MODEL, options: O
     ...(options.log ? { log: options.log } : {}),
     modelDir: dir,
     cacheDir: options.env.cacheDir,
+    ...(options.tensorrt ? { tensorrt: options.tensorrt } : {}),
   });
   try {
-    const { env: _env, backend: _backend, threads: _threads, log: _log, ...load } = options;
+    const { env: _env, backend: _backend, threads: _threads, log: _log, tensorrt: _tensorrt, ...load } = options;
     return await Florence2.load(dir, { ...load, engine });
   } catch (error) {
     await engine.dispose();

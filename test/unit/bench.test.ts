@@ -2,7 +2,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { existsSync, lstatSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { quantile } from "../../src/bench.ts";
+import { quantile } from "../../src/timing.ts";
 import { TASKS } from "../../src/florence/tasks.ts";
 import { firstDifference, florenceProcessorTables, parseBenchArgs, prepareTransformersJsFolder, stageMedians, summarise } from "../../scripts/bench-vs-transformersjs.ts";
 import { REFERENCE, REPO_ROOT, TINY_MODEL, readReference } from "../support/paths.ts";

@@ -408,6 +408,8 @@ export class TensorRtDecoder implements DecoderStep {
   readonly #leaseOwner: object;
   readonly #onDispose: (decoder: TensorRtDecoder) => void;
   #steps = 0;
+  /** Every item's beams share one cross-attention cache row content, until a reorder moves a row across items. */
+  #crossPerItem = true;
   #disposed = false;
 
   private constructor(ws: DecoderWorkspace, pool: DecoderWorkspaces, numBeams: number, empty: DeviceBuffer, leaseOwner: object, onDispose: (decoder: TensorRtDecoder) => void) {
@@ -595,8 +597,10 @@ export class TensorRtDecoder implements DecoderStep {
       const block = cache.heads * this.#steps * cache.headDim * cache.elementBytes;
       gatherRows(stream, cache.buffers[current]!, cache.buffers[scratch]!, block, moved, rowIndices);
     }
-    // the cross-attention cache is the same for one item's beams: only moves between items need it
-    if (!withinItems) {
+    // the cross-attention cache is the same for one item's beams (HF's beam search never moves rows between
+    // items): copied only once a reorder has moved a row to another item, and from then on
+    if (!withinItems) this.#crossPerItem = false;
+    if (!this.#crossPerItem) {
       for (const cache of ws.cache.values()) {
         if (cache.self) continue;
         const block = cache.heads * ws.spec.encoderLength * cache.headDim * cache.elementBytes;

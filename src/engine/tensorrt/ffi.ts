@@ -349,6 +349,17 @@ function methodProto(cls: string, method: string, [result, args]: readonly [stri
   return namedProto(`florence_trt_${cls}_${method}`, koffiType(result), args.map(koffiType));
 }
 
+/** The koffi prototype the runtime calls an apiv method through (a stand-in library registers its callbacks with it). */
+export function apivProto<C extends ApivClass>(cls: C, method: ApivMethod<C>): TypeObject {
+  const signatures = VTABLE_SIGNATURES[cls] as Record<string, readonly [string, readonly string[]]>;
+  return methodProto(cls, method as string, signatures[method as string]!);
+}
+
+/** The prototype of a public wrapper's destructors (`void (*)(self)`). */
+export function destructorProto(): TypeObject {
+  return namedProto("florence_trt_delete", "void", ["void *"]);
+}
+
 export function readPointer(address: Pointer, offset = 0): MaybePointer {
   return koffi.decode(address, offset, "void *") as MaybePointer;
 }
@@ -383,7 +394,7 @@ export function wrapperDeleter(object: Pointer, slot: number): NativeFunction<[s
   if (vtable === null) throw new Error(`object ${object} has no vtable`);
   const entry = readPointer(vtable, slot * POINTER_BYTES);
   if (entry === null) throw new Error(`object ${object}: destructor slot ${slot} is null`);
-  return koffi.decode(entry, namedProto("florence_trt_delete", "void", ["void *"])) as NativeFunction<[self: Pointer], void>;
+  return koffi.decode(entry, destructorProto()) as NativeFunction<[self: Pointer], void>;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
