@@ -49,7 +49,18 @@ export interface MqttConfig {
 }
 
 export interface ServiceConfig {
-  model: { path: string | undefined; precision: Precision; backend: "auto" | "onnxruntime" | "tensorrt"; threads: number | undefined; resize: "pil" | "torchvision" | "fast"; thread: "worker" | "main" };
+  model: {
+    path: string | undefined;
+    precision: Precision;
+    backend: "auto" | "onnxruntime" | "tensorrt";
+    threads: number | undefined;
+    resize: "pil" | "torchvision" | "fast";
+    thread: "worker" | "main";
+    /** TensorRT: decoder steps replayed as CUDA graphs (0: none). */
+    cudaGraphSteps: number;
+    /** TensorRT: mapped host memory instead of copies (auto: on Jetson). */
+    zeroCopy: "auto" | "on" | "off";
+  };
   generation: { numBeams: number | undefined; maxNewTokens: number | undefined };
   postprocess: { coordinates: "float" | "int"; scores: boolean };
   mqtt: MqttConfig;
@@ -275,7 +286,7 @@ export function buildServiceConfig(document: unknown, flags: ServeFlags, env: Re
   const root = object(document, "config");
   onlyKeys(root, "config", ["model", "generation", "postprocess", "mqtt", "cameras", "stats_interval_s", "metrics", "log"]);
   const model = object(root["model"], "model");
-  onlyKeys(model, "model", ["path", "precision", "backend", "threads", "resize", "thread"]);
+  onlyKeys(model, "model", ["path", "precision", "backend", "threads", "resize", "thread", "cuda_graph_steps", "zero_copy"]);
   const generation = object(root["generation"], "generation");
   onlyKeys(generation, "generation", ["num_beams", "max_new_tokens"]);
   const postprocess = object(root["postprocess"], "postprocess");
@@ -323,6 +334,8 @@ export function buildServiceConfig(document: unknown, flags: ServeFlags, env: Re
       resize: oneOf(model, "resize", "model", ["pil", "torchvision", "fast"] as const, "pil"),
       // inference beside MQTT and the sources (default), or on the main thread (debugging, profiling)
       thread: oneOf(model, "thread", "model", ["worker", "main"] as const, "worker"),
+      cudaGraphSteps: num(model, "cuda_graph_steps", "model", { min: 0, max: 4096, int: true }, 128)!,
+      zeroCopy: oneOf(model, "zero_copy", "model", ["auto", "on", "off"] as const, "auto"),
     },
     generation: {
       numBeams: num(generation, "num_beams", "generation", { min: 1, max: 16, int: true }),

@@ -152,6 +152,10 @@ export async function serve(config: ServiceConfig, options: ServeOptions): Promi
       precision: config.model.precision,
       ...(config.model.threads ? { threads: config.model.threads } : {}),
       resize: config.model.resize,
+      tensorrt: {
+        cudaGraphs: config.model.cudaGraphSteps === 0 ? (false as const) : { steps: config.model.cudaGraphSteps },
+        zeroCopy: config.model.zeroCopy === "auto" ? ("auto" as const) : config.model.zeroCopy === "on",
+      },
       log: (line: string) => log.info(line),
     };
     // ONNX Runtime's Node binding runs sessions on the calling thread: in a worker, a vision pass no longer holds up

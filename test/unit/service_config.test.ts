@@ -56,6 +56,14 @@ metrics: { port: 9464 }
   assert.equal(config.cameras[0]!.tasks.map((t) => [t.task, t.intervalS, t.text, t.snapshot]), [["<OD>", 0, undefined, false], ["<CAPTION>", 30, undefined, true], ["<OPEN_VOCABULARY_DETECTION>", 0, "person", false]]);
   assert.equal(config.cameras[1]!.source, { type: "http", url: "http://cam2/snapshot.jpg", intervalS: 2 });
   assert.is(config.metrics.port, 9464);
+  assert.equal([config.model.cudaGraphSteps, config.model.zeroCopy], [128, "auto"], "TensorRT defaults");
+});
+
+test("TensorRT tuning: CUDA graph steps and zero-copy", () => {
+  const config = buildServiceConfig({ model: { backend: "tensorrt", cuda_graph_steps: 0, zero_copy: "off" } }, {}, {}, "t");
+  assert.equal([config.model.backend, config.model.cudaGraphSteps, config.model.zeroCopy], ["tensorrt", 0, "off"]);
+  assert.match(error(() => buildServiceConfig({ model: { cuda_graph_steps: -1 } }, {}, {}, "t")), /^model\.cuda_graph_steps: must be an integer in 0\.\.4096, got -1/);
+  assert.match(error(() => buildServiceConfig({ model: { zero_copy: "yes" } }, {}, {}, "t")), /^model\.zero_copy: must be one of auto, on, off/);
 });
 
 test("flags override the file; the single-camera flags make a camera", () => {

@@ -4,8 +4,8 @@
  *
  * - `TensorRtEngine` implements the Engine seam: `loadGraph(name, onnxPath)` loads `<engineDir>/<name>.plan`
  *   after checking manifest.json against this GPU, this TensorRT and the ONNX file it was built from.
- * - `TensorRtEngine.createDecoder` implements DecoderStep with the KV cache on the GPU: per step only the tokens go
- *   up and the logits come down; every buffer is allocated when the decoder is created.
+ * - `TensorRtEngine.createDecoder` implements DecoderStep with the KV cache on the GPU (decoder.ts: workspaces kept
+ *   between generations, CUDA graphs for decoder steps, zero-copy on Jetson); the TensorRT objects are in graph.ts.
  * - `findEngines` / `openTensorRt` are what the backend choice (`--backend auto|tensorrt`) needs.
  *
  * Engines live in `<root>/<model-id>/<gpu>-sm<cc>-trt<version>/` (engineFolderName) with a manifest.json
