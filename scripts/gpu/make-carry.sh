@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Packs what the GPU machine lacks into .devcarry/ (git-ignored), to carry with the device tool together with dist/:
 #   node.xz     this machine's Node binary (stripped)
-#   nm.tar.xz   the runtime's node_modules for linux-x64 (onnxruntime-node CPU, sharp + libvips, koffi), no
-#               other platforms' binaries
+#   nm.tar.xz   the runtime's node_modules for linux-x64 (onnxruntime-node CPU, sharp + libvips, koffi) and uvu,
+#               no other platforms' binaries
 # Then, there: xz -dc .devcarry/node.xz > /tmp/node; tar xJf .devcarry/nm.tar.xz -C /tmp; ln -s /tmp/node_modules node_modules
 # (scripts/python/remote_sized_bench.sh does it). Keep the total under the device tool's 64 MiB.
 set -euo pipefail
@@ -20,6 +20,7 @@ cp -r node_modules/onnxruntime-node/bin/napi-v6/linux/x64 "$nm/onnxruntime-node/
 mkdir -p "$nm/@koromix"
 cp -r node_modules/koffi "$nm/" && rm -rf "$nm/koffi/doc"
 cp -r node_modules/@koromix/koffi-linux-x64 "$nm/@koromix/"
+for p in uvu dequal diff kleur sade mri; do cp -r "node_modules/$p" "$nm/"; done # the test runner, for GPU-side tests
 mkdir -p .devcarry
 tar cf - -C "$work" node_modules | xz -9e -T0 > .devcarry/nm.tar.xz
 cp "$(readlink -f "$(command -v node)")" "$work/node"

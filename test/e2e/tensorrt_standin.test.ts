@@ -11,22 +11,19 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { timedEngine } from "../../src/timing.ts";
 import { tensor } from "../../src/engine/engine.ts";
 import { isFlorenceError } from "../../src/errors.ts";
 import { CudaRuntime } from "../../src/engine/tensorrt/cuda.ts";
 import { engineDirName } from "../../src/engine/tensorrt/manifest.ts";
-import { describeMachine, TensorRtEngine, type TensorRtOptions, tryLoadTensorRt } from "../../src/engine/tensorrt/runtime.ts";
+import { TensorRtEngine, type TensorRtOptions } from "../../src/engine/tensorrt/runtime.ts";
 import type { DecoderStep } from "../../src/florence/decoder.ts";
-import { decoderPlans, type StandinPlan, StandinTensorRt, standinLibrary } from "../support/trt_standin.ts";
+import { decoderPlans, type StandinPlan, StandinTensorRt, standinOnGpu } from "../support/trt_standin.ts";
 
 const availability = CudaRuntime.tryOpen();
-const here = dirname(fileURLToPath(import.meta.url));
-const source = [join(here, "..", "support", "standin_nvinfer.c"), join(here, "..", "..", "..", "test", "support", "standin_nvinfer.c")].find((p) => existsSync(p)) ?? "standin_nvinfer.c";
 
 const MAX_ROWS = 4;
 const MAX_ENCODER = 8;
@@ -59,11 +56,7 @@ if (!availability.ok) {
   console.log(`tensorrt-standin: SKIPPED: ${availability.reason}. It runs on a machine with an NVIDIA GPU and driver (scripts/gpu/cuda-check.sh).`);
 } else {
   const cuda = availability.cuda;
-  const library = standinLibrary(source);
-  const standin = new StandinTensorRt(library, 100300, () => cuda);
-  const loaded = tryLoadTensorRt({ libraries: [library] });
-  if (!loaded.ok) throw new Error(loaded.reason);
-  const machine = describeMachine(cuda, loaded.trt);
+  const { library, standin, machine } = standinOnGpu(cuda);
   const root = mkdtempSync(join(tmpdir(), "standin-engines-"));
   const engineDir = join(root, "model", engineDirName(machine.gpuName, machine.computeCapability, machine.tensorrtVersion));
 

@@ -10,7 +10,8 @@
  *
  * Plans:
  * - `copy`: output `y` is input `x` (any shape).
- * - `embed`: `inputs_embeds` [rows, 1, 2] float32 holds the bytes of `input_ids` [rows, 1] int64.
+ * - `zeros`: every output zero, shaped by its `shapeFrom` (stands in for the vision encoder and the encoder).
+ * - `embed`: `inputs_embeds` [rows, length, D] float32: each token's first two floats hold the bytes of its int64 id.
  * - `decoder`: one layer, one head, head size 2 (8 bytes: one token id per position). present.0.decoder.* is the past
  *   followed by this step's token; present.0.encoder.* is encoder_hidden_states (first step) or the past
  *   encoder cache (with past). logits [rows, 1, V] float32: the row's token history (as int64 pairs), zeros, and
@@ -25,10 +26,12 @@ import koffi, { type TypeObject } from "koffi";
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { ABI_TABLES, type ApivClass, type ApivMethod, POINTER_BYTES } from "../../src/engine/tensorrt/abi.ts";
 import type { CudaRuntime, DeviceBuffer } from "../../src/engine/tensorrt/cuda.ts";
+import { describeMachine, type MachineInfo, type TensorRtLibrary, tryLoadTensorRt } from "../../src/engine/tensorrt/runtime.ts";
 import { apivProto, destructorProto, type Pointer, writePointer } from "../../src/engine/tensorrt/ffi.ts";
 
 export type StandinType = "float32" | "float16" | "int64";
@@ -41,11 +44,13 @@ export interface StandinTensor {
   shape: number[];
   /** Inputs with dynamic dimensions: the one optimization profile. */
   profile?: { min: number[]; opt: number[]; max: number[] };
+  /** Outputs of `zeros` and `embed` plans: each dimension a number or "input:axis". */
+  shapeFrom?: (number | string)[];
 }
 
 export interface StandinPlan {
   standin: 1;
-  kind: "copy" | "embed" | "decoder";
+  kind: "copy" | "zeros" | "embed" | "decoder";
   tensors: StandinTensor[];
   /** What getDeviceMemorySizeV2 reports; the decoder passes its logits through this memory. */
   memoryBytes: number;
@@ -69,11 +74,15 @@ function namedProto(name: string, result: string, args: string[]): TypeObject {
 }
 
 /** Builds the entry points library (needs a C compiler) unless `FLORENCE_EDGE_STANDIN_LIB` names a built one. */
-export function standinLibrary(source: string, major = 10): string {
+export function standinLibrary(major = 10): string {
   const prebuilt = process.env["FLORENCE_EDGE_STANDIN_LIB"];
   if (prebuilt && existsSync(prebuilt)) return prebuilt;
+  // beside this module in the sources; from dist/test/support, back in the sources
+  const here = dirname(fileURLToPath(import.meta.url));
+  const source = [join(here, "standin_nvinfer.c"), join(here, "..", "..", "..", "test", "support", "standin_nvinfer.c")].find((p) => existsSync(p));
+  if (!source) throw new Error(`standin_nvinfer.c not found near ${here}: set FLORENCE_EDGE_STANDIN_LIB to a built stand-in library`);
   const path = join(mkdtempSync(join(tmpdir(), "standin-nvinfer-")), `libnvinfer.so.${major}`);
-  execFileSync("cc", ["-shared", "-fPIC", "-O1", "-o", path, source]);
+  execFileSync("cc", ["-shared", "-fPIC", "-O1", `-Wl,-soname,libnvinfer.so.${major}`, "-o", path, source]);
   return path;
 }
 
@@ -323,8 +332,14 @@ export class StandinTensorRt {
     if (!t) return [];
     if (t.input) return this.#input(context, name);
     const plan = context.engine.plan;
+    if (t.shapeFrom) {
+      return t.shapeFrom.map((d) => {
+        if (typeof d === "number") return d;
+        const [input, axis] = d.split(":");
+        return this.#input(context, input!)[Number(axis)] ?? -1;
+      });
+    }
     if (plan.kind === "copy") return this.#input(context, "x");
-    if (plan.kind === "embed") return [this.#input(context, "input_ids")[0]!, 1, 2];
     const tokens = context.engine.tensors.has("input_ids") ? "input_ids" : "inputs_embeds";
     const rows = this.#input(context, tokens)[0]!;
     const encoder = this.#input(context, "encoder_hidden_states")[1]!;
@@ -353,10 +368,20 @@ export class StandinTensorRt {
       if (bytes > 0) cuda.check(cuda.api.cudaMemcpyAsync(dst, src, bytes, MEMCPY_DEFAULT, stream), "stand-in cudaMemcpyAsync");
     };
     const bytesOf = (name: string) => this.#shapeOf(context, name).reduce((a, b) => a * b, 1) * ELEMENT_BYTES[context.engine.tensors.get(name)!.type];
+    const zero = (name: string) => cuda.check(cuda.api.cudaMemsetAsync(at(name), 0, bytesOf(name), stream), "stand-in cudaMemsetAsync");
     if (plan.kind === "copy") copy(at("y"), at("x"), bytesOf("x"));
-    else if (plan.kind === "embed") copy(at("inputs_embeds"), at("input_ids"), bytesOf("input_ids"));
-    else {
-      const tokens = at(context.engine.tensors.has("input_ids") ? "input_ids" : "inputs_embeds");
+    else if (plan.kind === "zeros") {
+      for (const t of plan.tensors) if (!t.input) zero(t.name);
+    }
+    else if (plan.kind === "embed") {
+      const [rows, length, width] = this.#shapeOf(context, "inputs_embeds") as [number, number, number];
+      zero("inputs_embeds");
+      for (let i = 0; i < rows * length; i++) copy(at("inputs_embeds") + BigInt(i * width * 4), at("input_ids") + BigInt(i * 8), 8);
+    } else {
+      const byIds = context.engine.tensors.has("input_ids");
+      const tokens = at(byIds ? "input_ids" : "inputs_embeds");
+      const tokenStride = byIds ? 8 : this.#input(context, "inputs_embeds")[2]! * 4;
+      const hiddenStride = this.#input(context, "encoder_hidden_states")[1]! * this.#input(context, "encoder_hidden_states")[2]! * 4;
       const [rows, , past] = [...this.#shapeOf(context, "present.0.decoder.key")];
       const P = past! - 1;
       const encoder = this.#shapeOf(context, "present.0.encoder.key")[2]!;
@@ -366,18 +391,21 @@ export class StandinTensorRt {
         const present = at(`present.0.decoder.${part}`);
         for (let r = 0; r < rows!; r++) {
           if (withPast) copy(present + BigInt(r * (P + 1) * 8), at(`past_key_values.0.decoder.${part}`) + BigInt(r * P * 8), P * 8);
-          copy(present + BigInt((r * (P + 1) + P) * 8), tokens + BigInt(r * 8), 8);
+          copy(present + BigInt((r * (P + 1) + P) * 8), tokens + BigInt(r * tokenStride), 8);
+          // the encoder cache row: the past one, or the first E·8 bytes of the row's encoder states
+          const encoderRow = BigInt(r * encoder * 8);
+          copy(at(`present.0.encoder.${part}`) + encoderRow, withPast ? at(`past_key_values.0.encoder.${part}`) + encoderRow : at("encoder_hidden_states") + BigInt(r * hiddenStride), encoder * 8);
         }
-        copy(at(`present.0.encoder.${part}`), withPast ? at(`past_key_values.0.encoder.${part}`) : at("encoder_hidden_states"), rows! * encoder * 8);
       }
       const logits = at("logits");
       const scratch = context.memory!.address;
       const cross = withPast ? at("past_key_values.0.encoder.key") : at("encoder_hidden_states");
+      const crossStride = withPast ? encoder * 8 : hiddenStride;
       cuda.check(cuda.api.cudaMemsetAsync(logits, 0, rows! * vocab * 4, stream), "stand-in cudaMemsetAsync");
       for (let r = 0; r < rows!; r++) {
         copy(scratch + BigInt(r * (P + 1) * 8), at("present.0.decoder.key") + BigInt(r * (P + 1) * 8), (P + 1) * 8);
         copy(logits + BigInt(r * vocab * 4), scratch + BigInt(r * (P + 1) * 8), (P + 1) * 8);
-        copy(logits + BigInt((r * vocab + vocab - 2) * 4), cross + BigInt(r * encoder * 8), 8);
+        copy(logits + BigInt((r * vocab + vocab - 2) * 4), cross + BigInt(r * crossStride), 8);
       }
     }
     const counts = capturing ? this.stats.captured : this.stats.eager;
@@ -397,12 +425,13 @@ export class StandinTensorRt {
 }
 
 /** Plans for a decoder: decoder_model, decoder_with_past_model and, with `embed`, embed_tokens. */
-export function decoderPlans(options: { maxRows: number; maxEncoder: number; maxPast: number; vocab: number; embed: boolean }): Record<string, StandinPlan> {
+export function decoderPlans(options: { maxRows: number; maxEncoder: number; maxPast: number; vocab: number; embed: boolean; hidden?: number }): Record<string, StandinPlan> {
   const { maxRows, maxEncoder, maxPast, vocab, embed } = options;
+  const hidden = options.hidden ?? 2;
   const dynamic = (name: string, type: StandinType, min: number[], max: number[]): StandinTensor => ({ name, input: true, type, shape: min.map((m, i) => (m === max[i] ? m : -1)), profile: { min, opt: max, max } });
   const output = (name: string, type: StandinType, shape: number[]): StandinTensor => ({ name, input: false, type, shape });
-  const tokens = embed ? dynamic("inputs_embeds", "float32", [1, 1, 2], [maxRows, 1, 2]) : dynamic("input_ids", "int64", [1, 1], [maxRows, 1]);
-  const encoderInputs = [dynamic("encoder_hidden_states", "float32", [1, 1, 2], [maxRows, maxEncoder, 2]), dynamic("encoder_attention_mask", "int64", [1, 1], [maxRows, maxEncoder])];
+  const tokens = embed ? dynamic("inputs_embeds", "float32", [1, 1, hidden], [maxRows, 1, hidden]) : dynamic("input_ids", "int64", [1, 1], [maxRows, 1]);
+  const encoderInputs = [dynamic("encoder_hidden_states", "float32", [1, 1, hidden], [maxRows, maxEncoder, hidden]), dynamic("encoder_attention_mask", "int64", [1, 1], [maxRows, maxEncoder])];
   const outputs = [output("logits", "float32", [-1, 1, vocab]), ...["key", "value"].flatMap((p) => [output(`present.0.decoder.${p}`, "float32", [-1, 1, -1, 2]), output(`present.0.encoder.${p}`, "float32", [-1, 1, -1, 2])])];
   const memoryBytes = maxRows * (maxPast + 1) * 8;
   const plans: Record<string, StandinPlan> = {
@@ -419,6 +448,34 @@ export function decoderPlans(options: { maxRows: number; maxEncoder: number; max
       ],
     },
   };
-  if (embed) plans["embed_tokens"] = { standin: 1, kind: "embed", memoryBytes: 0, tensors: [dynamic("input_ids", "int64", [1, 1], [maxRows, 1]), output("inputs_embeds", "float32", [-1, 1, 2])] };
+  if (embed) plans["embed_tokens"] = embedPlan(maxRows, 1, hidden);
   return plans;
+}
+
+/** embed_tokens: input_ids [1..rows, 1..length] → inputs_embeds [rows, length, hidden]. */
+export function embedPlan(maxRows: number, maxLength: number, hidden: number): StandinPlan {
+  return {
+    standin: 1,
+    kind: "embed",
+    memoryBytes: 0,
+    tensors: [
+      { name: "input_ids", input: true, type: "int64", shape: [-1, maxLength === 1 ? 1 : -1], profile: { min: [1, 1], opt: [1, 1], max: [maxRows, maxLength] } },
+      { name: "inputs_embeds", input: false, type: "float32", shape: [-1, maxLength === 1 ? 1 : -1, hidden], shapeFrom: ["input_ids:0", "input_ids:1", hidden] },
+    ],
+  };
+}
+
+/**
+ * The stand-in (TensorRT 10.3.0) over a real GPU, and the TensorRT library and machine the backend sees.
+ * `bySoname`: load it the way the backend's own lookups do (the library's folder must be on LD_LIBRARY_PATH).
+ */
+export function standinOnGpu(cuda: CudaRuntime, options: { bySoname?: boolean } = {}): { library: string; standin: StandinTensorRt; trt: TensorRtLibrary; machine: MachineInfo } {
+  const library = standinLibrary();
+  const standin = new StandinTensorRt(library, 100300, () => cuda);
+  const loaded = tryLoadTensorRt(options.bySoname ? {} : { libraries: [library] });
+  if (!loaded.ok || loaded.trt.versionText !== "10.3.0") {
+    const found = loaded.ok ? `TensorRT ${loaded.trt.versionText}` : loaded.reason;
+    throw new Error(options.bySoname ? `the stand-in libnvinfer is not found by soname (${found}): run with LD_LIBRARY_PATH=${dirname(library)}` : found);
+  }
+  return { library, standin, trt: loaded.trt, machine: describeMachine(cuda, loaded.trt) };
 }

@@ -8,9 +8,6 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { existsSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { ABI_TABLES, type AbiTable } from "../../src/engine/tensorrt/abi.ts";
 import type { DeviceBuffer } from "../../src/engine/tensorrt/cuda.ts";
 import { allocNative, bindApivObject, callAsync, dimsToArray, readPointer } from "../../src/engine/tensorrt/ffi.ts";
@@ -18,14 +15,10 @@ import { createContext, type EngineHandle, type EngineShared, TrtRuntime } from 
 import { MIN_TRT_VERSION, tryLoadTensorRt } from "../../src/engine/tensorrt/runtime.ts";
 import { decoderPlans, StandinTensorRt, standinLibrary } from "../support/trt_standin.ts";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const source = [join(here, "..", "support", "standin_nvinfer.c"), join(here, "..", "..", "..", "test", "support", "standin_nvinfer.c")].find((p) => existsSync(p))!;
-const library = standinLibrary(source);
+const library = standinLibrary();
 const noCuda = () => {
   throw new Error("no CUDA in this test");
 };
-const standin = new StandinTensorRt(library, 100300, noCuda);
-
 async function deserialize(runtime: TrtRuntime, text: string): Promise<EngineHandle | null> {
   const blob = allocNative(text.length);
   blob.view.set(new TextEncoder().encode(text));
@@ -40,6 +33,7 @@ async function deserialize(runtime: TrtRuntime, text: string): Promise<EngineHan
 }
 
 test("libnvinfer by path: version checked, TensorRT 10.0 and unknown majors refused with what to install", () => {
+  new StandinTensorRt(library, 100300, noCuda);
   const ok = tryLoadTensorRt({ libraries: [library] });
   assert.ok(ok.ok, ok.ok ? "" : ok.reason);
   assert.is(MIN_TRT_VERSION, 100100, "10.1: the first with the *V2 memory calls abi.ts uses");
