@@ -7,6 +7,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { inspectStillImage } from "./still_image.ts";
+import { StoppableSleep } from "./stoppable_sleep.ts";
 import type { Attempt, AttemptHooks, SourceDriver } from "./supervisor.ts";
 
 const IMAGE_NAME = /\.(jpe?g|png)$/i;
@@ -40,23 +41,10 @@ export class FolderDriver implements SourceDriver {
   }
 
   launch(hooks: AttemptHooks): Attempt {
-    let stopped = false;
+    const pause = new StoppableSleep();
     let lastError: string | undefined;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let wake: (() => void) | undefined;
     const intervalMs = this.frameIntervalS * 1000;
-
-    const sleepUntil = (mono: number) =>
-      new Promise<void>((resolve) => {
-        const ms = mono - performance.now();
-        if (ms <= 0 || stopped) return resolve();
-        wake = resolve;
-        timer = setTimeout(() => {
-          timer = undefined;
-          wake = undefined;
-          resolve();
-        }, ms);
-      });
+    const sleepUntil = (mono: number) => pause.sleep(mono - performance.now());
 
     const run = async () => {
       let due = performance.now();
@@ -67,11 +55,11 @@ export class FolderDriver implements SourceDriver {
         } catch (error) {
           return hooks.finished({ kind: "failed", reason: `cannot list folder ${this.#dir}: ${errorText(error)}` });
         }
-        if (stopped) return;
+        if (pause.stopped) return;
         if (names.length === 0) return hooks.finished({ kind: "failed", reason: `no .jpg, .jpeg or .png images in ${this.#dir}` });
         let delivered = 0;
         for (const name of names) {
-          if (stopped) return;
+          if (pause.stopped) return;
           const path = join(this.#dir, name);
           let bytes: Uint8Array;
           try {
@@ -81,7 +69,7 @@ export class FolderDriver implements SourceDriver {
             hooks.corrupt(lastError);
             continue;
           }
-          if (stopped) return;
+          if (pause.stopped) return;
           const image = bytes.length > this.#maxFrameBytes ? { ok: false as const, reason: `larger than ${this.#maxFrameBytes} bytes` } : inspectStillImage(bytes);
           if (!image.ok) {
             lastError = `${path}: ${image.reason}`;
@@ -89,7 +77,7 @@ export class FolderDriver implements SourceDriver {
             continue;
           }
           await sleepUntil(due);
-          if (stopped) return;
+          if (pause.stopped) return;
           // Pacing from a fixed schedule, so slow reads do not add up; after a long pause it catches up once, not in a burst.
           due = Math.max(due + intervalMs, performance.now());
           hooks.frame(image.format, image.width, image.height, bytes);
@@ -99,7 +87,7 @@ export class FolderDriver implements SourceDriver {
         if (delivered === 0) {
           // Every file was bad: wait one frame interval before listing again instead of spinning.
           await sleepUntil(performance.now() + intervalMs);
-          if (stopped) return;
+          if (pause.stopped) return;
         }
       }
     };
@@ -107,13 +95,7 @@ export class FolderDriver implements SourceDriver {
 
     return {
       lastError: () => lastError,
-      stop: async () => {
-        stopped = true;
-        if (timer !== undefined) clearTimeout(timer);
-        timer = undefined;
-        wake?.();
-        wake = undefined;
-      },
+      stop: async () => pause.stop(),
     };
   }
 }

@@ -8,6 +8,7 @@
 import { Buffer } from "node:buffer";
 import { performance } from "node:perf_hooks";
 import { inspectStillImage } from "./still_image.ts";
+import { StoppableSleep } from "./stoppable_sleep.ts";
 import type { Attempt, AttemptHooks, SourceDriver } from "./supervisor.ts";
 
 export interface HttpDriverOptions {
@@ -82,11 +83,9 @@ export class HttpDriver implements SourceDriver {
 
   launch(hooks: AttemptHooks): Attempt {
     const { intervalS, timeoutS, maxFrameBytes, redact } = this.#options;
-    let stopped = false;
+    const pause = new StoppableSleep();
     let lastError: string | undefined;
     let inflight: AbortController | undefined;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let wake: (() => void) | undefined;
     const headers: Record<string, string> = { accept: "image/jpeg, image/png;q=0.9, */*;q=0.1", ...this.#options.headers };
     if (this.#target.authorization) headers["authorization"] = this.#target.authorization;
 
@@ -119,36 +118,25 @@ export class HttpDriver implements SourceDriver {
         }
         const image = inspectStillImage(bytes);
         if (!image.ok) throw new PollError(`bad snapshot (${bytes.length} bytes): ${image.reason}`, true);
-        if (!stopped) hooks.frame(image.format, image.width, image.height, bytes);
+        if (!pause.stopped) hooks.frame(image.format, image.width, image.height, bytes);
       } finally {
         clearTimeout(timeout);
         inflight = undefined;
       }
     };
 
-    const sleep = (ms: number) =>
-      new Promise<void>((resolve) => {
-        if (ms <= 0 || stopped) return resolve();
-        wake = resolve;
-        timer = setTimeout(() => {
-          timer = undefined;
-          wake = undefined;
-          resolve();
-        }, ms);
-      });
-
     const run = async () => {
-      while (!stopped) {
+      while (!pause.stopped) {
         const began = performance.now();
         try {
           await poll();
         } catch (error) {
-          if (stopped) return;
+          if (pause.stopped) return;
           lastError = redact(error instanceof Error ? error.message : String(error));
           if (error instanceof PollError && error.corrupt) hooks.corrupt(lastError);
         }
         // A fixed rate, not a fixed gap: a slow answer shortens the wait.
-        await sleep(intervalS * 1000 - (performance.now() - began));
+        await pause.sleep(intervalS * 1000 - (performance.now() - began));
       }
     };
     void run();
@@ -156,12 +144,8 @@ export class HttpDriver implements SourceDriver {
     return {
       lastError: () => lastError,
       stop: async () => {
-        stopped = true;
+        pause.stop();
         inflight?.abort();
-        if (timer !== undefined) clearTimeout(timer);
-        timer = undefined;
-        wake?.();
-        wake = undefined;
       },
     };
   }
