@@ -27,7 +27,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { totalmem } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import process from "node:process";
-import { type BenchReport, runBench } from "../src/bench.ts";
+import { type BenchOptions, type BenchReport, runBench } from "../src/bench.ts";
 import { type FlagSpec, parseFlags, usage, runAsScript } from "../src/cli_args.ts";
 import { readEnvironment } from "../src/config.ts";
 import type { MachineInfo } from "../src/engine/tensorrt/runtime.ts";
@@ -685,9 +685,8 @@ async function run(options: HardwareTestOptions, startedAt: string, say: (line: 
 
   // 4. timings
   say(`[4/${STEPS}] timings: <CAPTION>, greedy, ${options.maxNewTokens} tokens, ${options.runs} runs after ${options.warmup} warm-up, ${options.image}`);
-  let bench: BenchReport;
-  try {
-    bench = await runBench({
+  const captionBench = (load: Omit<BenchOptions["load"], "env" | "backend">) =>
+    runBench({
       model: options.model,
       image: options.image,
       tasks: ["<CAPTION>"],
@@ -696,8 +695,11 @@ async function run(options: HardwareTestOptions, startedAt: string, say: (line: 
       warmup: options.warmup,
       // exactly this many tokens, like an HF baseline run with min_new_tokens = max_new_tokens
       generate: { numBeams: 1, maxNewTokens: options.maxNewTokens, generation: { min_new_tokens: options.maxNewTokens } },
-      load: { env: runtimeEnv, backend: "tensorrt", log: (line) => say(`  ${line}`) },
+      load: { env: runtimeEnv, backend: "tensorrt", ...load },
     });
+  let bench: BenchReport;
+  try {
+    bench = await captionBench({ log: (line) => say(`  ${line}`) });
   } catch (error) {
     fail(`timing runs: ${errorText(error)}`);
     return report;
@@ -710,16 +712,7 @@ async function run(options: HardwareTestOptions, startedAt: string, say: (line: 
   say(`  inside TensorRT: median ${bench.engine_median_ms} ms (end to end ÷ engine = ${bench.overhead_ratio})`);
   if (bench.backend_stats) say(`  backend: ${JSON.stringify(bench.backend_stats)}`);
   try {
-    const eager = await runBench({
-      model: options.model,
-      image: options.image,
-      tasks: ["<CAPTION>"],
-      text: undefined,
-      runs: options.runs,
-      warmup: options.warmup,
-      generate: { numBeams: 1, maxNewTokens: options.maxNewTokens, generation: { min_new_tokens: options.maxNewTokens } },
-      load: { env: runtimeEnv, backend: "tensorrt", tensorrt: { cudaGraphs: false } },
-    });
+    const eager = await captionBench({ tensorrt: { cudaGraphs: false } });
     report.cudaGraphs = { onMedianMs: bench.median_ms, offMedianMs: eager.median_ms, offOverOn: Math.round((eager.median_ms / bench.median_ms) * 1000) / 1000 };
     say(`  CUDA graphs off: median ${eager.median_ms} ms (${report.cudaGraphs.offOverOn}× the time with graphs)`);
   } catch (error) {

@@ -21,6 +21,7 @@ import { ffmpegJpegQ } from "../../src/service/sources/commands.ts";
 import { createSource, JpegSplitter, type CommonSourceOptions, type CreateSourceOptions, type SourceSpec, type SpawnProcess } from "../../src/service/sources/index.ts";
 import type { Frame, FrameSource, SourceStatus } from "../../src/service/types.ts";
 import { REPO_ROOT } from "../support/paths.ts";
+import { watchEventLoop } from "../support/event_loop.ts";
 
 const HAVE_FFMPEG = spawnSync("ffmpeg", ["-version"], { stdio: "ignore" }).status === 0;
 const HAVE_GST_H264 =
@@ -89,21 +90,6 @@ interface Run {
   startedAt: number;
   /** The longest the event loop was blocked while the source ran (ms). */
   lagMs: number;
-}
-
-/** Measures how long the event loop is blocked: frame times mean nothing while other work holds it. */
-function watchEventLoop(): () => number {
-  let last = performance.now();
-  let worst = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    worst = Math.max(worst, now - last - 10);
-    last = now;
-  }, 10);
-  return () => {
-    clearInterval(timer);
-    return worst;
-  };
 }
 
 /**

@@ -12,7 +12,7 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { readEnvironment } from "../../src/config.ts";
@@ -21,7 +21,7 @@ import { engineDirName } from "../../src/engine/tensorrt/manifest.ts";
 import type { TensorRtEngine } from "../../src/engine/tensorrt/runtime.ts";
 import { loadFlorence, type TensorRtTuning } from "../../src/mod.ts";
 import { REFERENCE, TINY_MODEL } from "../support/paths.ts";
-import { decoderPlans, embedPlan, type StandinPlan, StandinTensorRt, standinOnGpu } from "../support/trt_standin.ts";
+import { decoderPlans, embedPlan, type StandinPlan, standinOnGpu, writeStandinEngines } from "../support/trt_standin.ts";
 
 const availability = CudaRuntime.tryOpen();
 
@@ -65,16 +65,7 @@ if (!availability.ok) {
   const decoders = decoderPlans({ maxRows: MAX_ROWS, maxEncoder: MAX_ENCODER, maxPast: 40, vocab, embed: true, hidden });
   plans["decoder_model"] = decoders["decoder_model"]!;
   plans["decoder_with_past_model"] = decoders["decoder_with_past_model"]!;
-  mkdirSync(engineDir, { recursive: true });
-  const graphs: Record<string, unknown> = {};
-  for (const [name, plan] of Object.entries(plans)) {
-    writeFileSync(join(engineDir, `${name}.plan`), StandinTensorRt.plan(plan));
-    graphs[name] = { plan: `${name}.plan`, sources: [], profiles: {} };
-  }
-  writeFileSync(
-    join(engineDir, "manifest.json"),
-    JSON.stringify({ schema: 1, model: { id: basename(TINY_MODEL) }, tensorrt: { version: machine.tensorrtVersion, major: 10, trtexec: "stand-in" }, gpu: { name: machine.gpuName, computeCapability: machine.computeCapability }, graphs }),
-  );
+  writeStandinEngines(engineDir, plans, machine, basename(TINY_MODEL));
   const env = { ...readEnvironment({}), cacheDir };
   const image = join(REFERENCE, "images", "street.jpg");
   const baseline = cuda.liveAllocations();

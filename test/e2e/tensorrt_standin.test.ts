@@ -11,7 +11,7 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { timedEngine } from "../../src/timing.ts";
@@ -21,7 +21,9 @@ import { CudaRuntime } from "../../src/engine/tensorrt/cuda.ts";
 import { engineDirName } from "../../src/engine/tensorrt/manifest.ts";
 import { TensorRtEngine, type TensorRtOptions } from "../../src/engine/tensorrt/runtime.ts";
 import type { DecoderStep } from "../../src/florence/decoder.ts";
-import { decoderPlans, type StandinPlan, StandinTensorRt, standinOnGpu } from "../support/trt_standin.ts";
+import { decoderPlans, type StandinPlan, standinOnGpu, writeStandinEngines } from "../support/trt_standin.ts";
+import { rejectsCode } from "../support/errors.ts";
+import { seededRandom } from "../support/random.ts";
 
 const availability = CudaRuntime.tryOpen();
 
@@ -29,28 +31,6 @@ const MAX_ROWS = 4;
 const MAX_ENCODER = 8;
 const MAX_PAST = 15;
 const VOCAB = 40;
-
-async function rejects(promise: Promise<unknown>, code: string, message: RegExp): Promise<void> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(isFlorenceError(error, code as never) && message.test((error as Error).message), `expected ${code} ${message}, got ${String(error)}`);
-    return;
-  }
-  assert.unreachable(`expected ${code} ${message}, but it resolved`);
-}
-
-/** A small deterministic generator (mulberry32). */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 if (!availability.ok) {
   console.log(`tensorrt-standin: SKIPPED: ${availability.reason}. It runs on a machine with an NVIDIA GPU and driver (scripts/gpu/cuda-check.sh).`);
@@ -60,22 +40,7 @@ if (!availability.ok) {
   const root = mkdtempSync(join(tmpdir(), "standin-engines-"));
   const engineDir = join(root, "model", engineDirName(machine.gpuName, machine.computeCapability, machine.tensorrtVersion));
 
-  function writeEngines(plans: Record<string, StandinPlan>, dir = engineDir): void {
-    mkdirSync(dir, { recursive: true });
-    const graphs: Record<string, unknown> = {};
-    for (const [name, plan] of Object.entries(plans)) {
-      writeFileSync(join(dir, `${name}.plan`), StandinTensorRt.plan(plan));
-      graphs[name] = { plan: `${name}.plan`, sources: [], profiles: {} };
-    }
-    const manifest = {
-      schema: 1,
-      model: { id: "model", dir: "", precision: "fp32" },
-      tensorrt: { version: machine.tensorrtVersion, major: 10, trtexec: "stand-in" },
-      gpu: { name: machine.gpuName, computeCapability: machine.computeCapability, driver: null },
-      graphs,
-    };
-    writeFileSync(join(dir, "manifest.json"), JSON.stringify(manifest));
-  }
+  const writeEngines = (plans: Record<string, StandinPlan>) => writeStandinEngines(engineDir, plans, machine, "model");
 
   async function open(options: Partial<TensorRtOptions> = {}): Promise<TensorRtEngine> {
     return TensorRtEngine.open({ engineDir, tensorrt: { libraries: [library] }, verifyOnnx: "none", log: (line) => console.log(`tensorrt-standin: ${line}`), ...options });
@@ -97,7 +62,7 @@ if (!availability.ok) {
           assert.equal(out["y"]!.dims, [n, 3, h, h]);
           assert.equal(Buffer.from((out["y"]!.data as Float32Array).buffer), Buffer.from(data.buffer), `[${n}, 3, ${h}, ${h}] zeroCopy=${zeroCopy}`);
         }
-        await rejects(graph.run({ x: tensor("float32", [3, 3, 8, 8]) }), "ENGINE_INPUT_INVALID", /no optimization profile/);
+        await rejectsCode(graph.run({ x: tensor("float32", [3, 3, 8, 8]) }), "ENGINE_INPUT_INVALID", /no optimization profile/);
       } finally {
         await engine.dispose();
       }
@@ -119,7 +84,7 @@ if (!availability.ok) {
    */
   async function generate(engine: Pick<TensorRtEngine, "createDecoder">, graphs: Record<string, unknown>, g: Generation): Promise<string> {
     const rows = g.batch * g.beams;
-    const rand = random(g.seed);
+    const rand = seededRandom(g.seed);
     const hidden = new Float32Array(g.batch * g.encoder * 2);
     const hiddenWords = new BigInt64Array(hidden.buffer);
     const crossMark: bigint[] = [];
@@ -228,7 +193,7 @@ if (!availability.ok) {
     const { engine, graphs } = await decoderEngine(false, {});
     try {
       const decoder = await engine.createDecoder({ graphs: graphs as never, encoderHiddenStates: tensor("float32", [1, 4, 2]), encoderAttentionMask: tensor("int64", [1, 4], new BigInt64Array(4).fill(1n)) });
-      await rejects(engine.createDecoder({ graphs: graphs as never, encoderHiddenStates: tensor("float32", [1, 4, 2]), encoderAttentionMask: tensor("int64", [1, 4]) }), "ENGINE_FAILED", /in use by another decoder/);
+      await rejectsCode(engine.createDecoder({ graphs: graphs as never, encoderHiddenStates: tensor("float32", [1, 4, 2]), encoderAttentionMask: tensor("int64", [1, 4]) }), "ENGINE_FAILED", /in use by another decoder/);
       let error: unknown;
       try {
         for (let step = 0; step < MAX_PAST + 2; step++) await decoder.next(Int32Array.of(7));
@@ -237,7 +202,7 @@ if (!availability.ok) {
       }
       assert.ok(isFlorenceError(error, "ENGINE_INPUT_INVALID") && /15 past positions/.test((error as Error).message) && /build:engines/.test(error.fix ?? ""), String(error));
       await decoder.dispose();
-      await rejects(decoder.next(Int32Array.of(1)), "DISPOSED", /disposed/);
+      await rejectsCode(decoder.next(Int32Array.of(1)), "DISPOSED", /disposed/);
     } finally {
       await engine.dispose();
     }

@@ -1,6 +1,6 @@
 /** Assertions for the project's typed errors: the code, and the message naming what was wrong. */
 import * as assert from "uvu/assert";
-import { isFlorenceError } from "../../src/errors.ts";
+import { type FlorenceError, isFlorenceError } from "../../src/errors.ts";
 
 function check(error: unknown, code: string, pattern: RegExp | string | undefined): void {
   assert.ok(isFlorenceError(error), `expected a FlorenceError, got ${String(error)}`);
@@ -21,13 +21,14 @@ export function throwsCode(fn: () => unknown, code: string, pattern?: RegExp | s
   assert.unreachable(`expected ${code}`);
 }
 
-/** The promise (or the async function) rejects with a FlorenceError with this code and a matching message. */
-export async function rejectsCode(action: Promise<unknown> | (() => unknown), code: string, pattern?: RegExp | string): Promise<void> {
+/** The promise (or the async function) rejects with a FlorenceError with this code and a matching message; returns it. */
+export async function rejectsCode(action: Promise<unknown> | (() => unknown), code: string, pattern?: RegExp | string): Promise<FlorenceError> {
   try {
     await (typeof action === "function" ? action() : action);
   } catch (error) {
     check(error, code, pattern);
-    return;
+    return error as FlorenceError;
   }
   assert.unreachable(`expected ${code}`);
+  throw new Error("unreachable");
 }

@@ -24,7 +24,7 @@
  */
 import koffi, { type TypeObject } from "koffi";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
@@ -285,8 +285,8 @@ export class StandinTensorRt {
       for (const n of names) koffi.free(n);
       this.stats.engines.destroyed++;
     });
+    // base is registered under its impl already: the engine fields go onto the same object
     const engine = Object.assign(base, { plan, tensors: new Map(plan.tensors.map((t) => [t.name, t])), names }) as EngineObject;
-    this.#objects.set(engine.impl, engine);
     return engine.wrapper;
   }
 
@@ -300,7 +300,6 @@ export class StandinTensorRt {
       this.stats.contexts.destroyed++;
     });
     const context = Object.assign(base, { engine, userManaged, memory: own ? { address: own.address, bytes: own.bytes } : undefined, own, shapes: new Map(), addresses: new Map(), dirty: true }) as ContextObject;
-    this.#objects.set(context.impl, context);
     return context.wrapper;
   }
 
@@ -478,4 +477,22 @@ export function standinOnGpu(cuda: CudaRuntime, options: { bySoname?: boolean } 
     throw new Error(options.bySoname ? `the stand-in libnvinfer is not found by soname (${found}): run with LD_LIBRARY_PATH=${dirname(library)}` : found);
   }
   return { library, standin, trt: loaded.trt, machine: describeMachine(cuda, loaded.trt) };
+}
+
+/** An engine folder as build:engines writes it, for the stand-in: one .plan per graph and a manifest for `machine`. */
+export function writeStandinEngines(dir: string, plans: Record<string, StandinPlan>, machine: MachineInfo, modelId: string): void {
+  mkdirSync(dir, { recursive: true });
+  const graphs: Record<string, unknown> = {};
+  for (const [name, plan] of Object.entries(plans)) {
+    writeFileSync(join(dir, `${name}.plan`), StandinTensorRt.plan(plan));
+    graphs[name] = { plan: `${name}.plan`, sources: [], profiles: {} };
+  }
+  const manifest = {
+    schema: 1,
+    model: { id: modelId, dir: "", precision: "fp32" },
+    tensorrt: { version: machine.tensorrtVersion, major: 10, trtexec: "stand-in" },
+    gpu: { name: machine.gpuName, computeCapability: machine.computeCapability, driver: null },
+    graphs,
+  };
+  writeFileSync(join(dir, "manifest.json"), JSON.stringify(manifest));
 }

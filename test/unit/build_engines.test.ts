@@ -38,6 +38,7 @@ import { isFlorenceError } from "../../src/errors.ts";
 import { gpuKey, parseManifest } from "../../src/engine/tensorrt/manifest.ts";
 import { checkManifest, engineFolderName, findEngines, type MachineInfo, readManifest } from "../../src/engine/tensorrt/runtime.ts";
 import { TINY_MODEL } from "../support/paths.ts";
+import { rejectsCode } from "../support/errors.ts";
 
 console.log("build_engines: trtexec and nvidia-smi are stand-in scripts here (TensorRT cannot be installed on this machine); real builds need scripts/ on a GPU machine");
 
@@ -178,19 +179,6 @@ function options(standIns: StandIns, out: string, extra: Partial<BuildEnginesOpt
   return { model: TINY_MODEL, out, trtexec: standIns.trtexec, nvidiaSmi: standIns.nvidiaSmi, ...LIMITS, log: () => undefined, heartbeatSeconds: 3600, ...extra };
 }
 
-async function expectFlorenceError(run: () => Promise<unknown>, code: string, pattern: RegExp): Promise<Error> {
-  try {
-    await run();
-  } catch (error) {
-    assert.ok(isFlorenceError(error), `expected a FlorenceError, got ${error}`);
-    assert.is((error as { code: string }).code, code);
-    assert.match((error as Error).message, pattern);
-    return error as Error;
-  }
-  assert.unreachable(`expected ${code}`);
-  throw new Error("unreachable");
-}
-
 async function snapshot(dir: string): Promise<Record<string, string>> {
   const files: Record<string, string> = {};
   for (const name of (await readdir(dir)).sort()) files[name] = sha256(new Uint8Array(await readFile(join(dir, name))));
@@ -246,14 +234,14 @@ test("TensorRT version from trtexec banners of 8.6, 10.x and 11.x", () => {
 test("trtexec: an explicit path must exist; otherwise JetPack's path, then PATH; none is a clear error", async () => {
   const s = await writeStandIns();
   try {
-    await expectFlorenceError(() => findTrtexec(join(s.dir, "nope")), "ENGINE_UNAVAILABLE", /nope is not an executable file.*\/usr\/src\/tensorrt\/bin\/trtexec/);
+    await rejectsCode(() => findTrtexec(join(s.dir, "nope")), "ENGINE_UNAVAILABLE", /nope is not an executable file.*\/usr\/src\/tensorrt\/bin\/trtexec/);
     if (!existsSync(JETPACK_TRTEXEC)) {
       assert.is(await findTrtexec(undefined, `/nonexistent:${s.dir}`), s.trtexec);
-      await expectFlorenceError(() => findTrtexec(undefined, "/nonexistent"), "ENGINE_UNAVAILABLE", /trtexec was not found.*install TensorRT/);
+      await rejectsCode(() => findTrtexec(undefined, "/nonexistent"), "ENGINE_UNAVAILABLE", /trtexec was not found.*install TensorRT/);
     }
     // TensorRT 8.6 cannot take zero-length past inputs
     const old = await writeStandIns({ banner: "&&&& RUNNING TensorRT.trtexec [TensorRT v8601] # trtexec" });
-    await expectFlorenceError(() => detectTensorRT(old.trtexec), "ENGINE_UNAVAILABLE", /TensorRT 8\.6\.1 is too old/);
+    await rejectsCode(() => detectTensorRT(old.trtexec), "ENGINE_UNAVAILABLE", /TensorRT 8\.6\.1 is too old/);
     await rm(old.dir, { recursive: true, force: true });
   } finally {
     await rm(s.dir, { recursive: true, force: true });
@@ -482,7 +470,7 @@ test("a failed build leaves the previous engines untouched and nothing half-writ
 
     const oom = await writeStandIns({ fail: { graph: "decoder_with_past_model", how: "oom" } });
     dirs.push(oom.dir);
-    const error = await expectFlorenceError(() => buildEngines(options(oom, out, { force: true })), "ENGINE_FAILED", /decoder_with_past_model.*ran out of memory/s);
+    const error = await rejectsCode(() => buildEngines(options(oom, out, { force: true })), "ENGINE_FAILED", /decoder_with_past_model.*ran out of memory/s);
     assert.match(error.message, /lower --max-batch/);
     assert.equal(await snapshot(engineDir), before, "previous engines and manifest unchanged");
     const modelOut = join(out, "tiny-seed0");
@@ -493,22 +481,22 @@ test("a failed build leaves the previous engines untouched and nothing half-writ
 
     const unsupported = await writeStandIns({ fail: { graph: "vision_encoder", how: "unsupported-op" } });
     dirs.push(unsupported.dir);
-    await expectFlorenceError(() => buildEngines(options(unsupported, out, { force: true })), "ENGINE_FAILED", /cannot build an operation of the graph \(FancyOp\)/);
+    await rejectsCode(() => buildEngines(options(unsupported, out, { force: true })), "ENGINE_FAILED", /cannot build an operation of the graph \(FancyOp\)/);
 
     const killed = await writeStandIns({ fail: { graph: "encoder_model", how: "killed" } });
     dirs.push(killed.dir);
-    await expectFlorenceError(() => buildEngines(options(killed, out, { force: true })), "ENGINE_FAILED", /killed by SIGKILL.*out-of-memory killer/s);
+    await rejectsCode(() => buildEngines(options(killed, out, { force: true })), "ENGINE_FAILED", /killed by SIGKILL.*out-of-memory killer/s);
 
     const silent = await writeStandIns({ fail: { graph: "embed_tokens", how: "no-plan" } });
     dirs.push(silent.dir);
-    await expectFlorenceError(() => buildEngines(options(silent, out, { force: true })), "ENGINE_FAILED", /wrote no engine for embed_tokens/);
+    await rejectsCode(() => buildEngines(options(silent, out, { force: true })), "ENGINE_FAILED", /wrote no engine for embed_tokens/);
     assert.equal(await snapshot(engineDir), before, "still unchanged after every failure");
     assert.equal((await readdir(modelOut)).filter((n) => n.startsWith(".")), []);
 
     // a first build that fails creates no engine folder at all
     const fresh = await tempOut();
     dirs.push(fresh);
-    await expectFlorenceError(() => buildEngines(options(oom, fresh)), "ENGINE_FAILED", /ran out of memory/);
+    await rejectsCode(() => buildEngines(options(oom, fresh)), "ENGINE_FAILED", /ran out of memory/);
     assert.not.ok(existsSync(join(fresh, "tiny-seed0", GPU_DIR_10)));
 
     // a good build afterwards removes the failure logs
@@ -698,7 +686,7 @@ test("weights in .onnx_data are read in: the graph given to trtexec is the one t
     assert.is(a.sources[1]!.sha256, sha256(data));
 
     await rm(join(model, "onnx", "encoder_model.onnx_data"));
-    await expectFlorenceError(() => buildEngines(options(s, out, { model, force: true })), "MODEL_FILE_MISSING", /encoder_model\.onnx_data .*cannot be read/);
+    await rejectsCode(() => buildEngines(options(s, out, { model, force: true })), "MODEL_FILE_MISSING", /encoder_model\.onnx_data .*cannot be read/);
   } finally {
     for (const d of [s.dir, out, parent]) await rm(d, { recursive: true, force: true });
   }
@@ -714,7 +702,7 @@ test("--precision fp16 builds from the _fp16 graphs with TensorRT 10; strongly t
     assert.equal(result.manifest!.graphs.decoder_model!.sources[0]!.file, join("onnx", "decoder_model_merged_fp16.onnx"));
     const recorded = parseModel(new Uint8Array(await readFile(join(s.record, "decoder_with_past_model.onnx"))));
     assert.is(recorded.graph!.input.find((i) => i.name === "inputs_embeds")!.type!.tensorType!.elemType, DataType.FLOAT16);
-    await expectFlorenceError(() => buildEngines(options(s, out, { precision: "fp16", stronglyTyped: true })), "INVALID_ARGUMENT", /--precision fp16 cannot be used.*--precision fp32/s);
+    await rejectsCode(() => buildEngines(options(s, out, { precision: "fp16", stronglyTyped: true })), "INVALID_ARGUMENT", /--precision fp16 cannot be used.*--precision fp32/s);
   } finally {
     await rm(s.dir, { recursive: true, force: true });
     await rm(out, { recursive: true, force: true });
@@ -747,10 +735,10 @@ test("bad options: clear errors naming the value", async () => {
   const s = await writeStandIns();
   const out = await tempOut();
   try {
-    await expectFlorenceError(() => buildEngines(options(s, out, { maxBatch: 0 })), "INVALID_ARGUMENT", /--max-batch must be a positive integer, got 0/);
-    await expectFlorenceError(() => buildEngines(options(s, out, { maxPrompt: 500 })), "INVALID_ARGUMENT", /577 image tokens \+ 500 prompt tokens exceed the encoder's 1024 positions/);
-    await expectFlorenceError(() => buildEngines(options(s, out, { precision: "quantized" as "fp32" })), "INVALID_ARGUMENT", /--precision must be fp32 or fp16, got "quantized"/);
-    await expectFlorenceError(() => buildEngines(options(s, out, { model: join(out, "nowhere") })), "MODEL_FILE_MISSING", /model folder not found/);
+    await rejectsCode(() => buildEngines(options(s, out, { maxBatch: 0 })), "INVALID_ARGUMENT", /--max-batch must be a positive integer, got 0/);
+    await rejectsCode(() => buildEngines(options(s, out, { maxPrompt: 500 })), "INVALID_ARGUMENT", /577 image tokens \+ 500 prompt tokens exceed the encoder's 1024 positions/);
+    await rejectsCode(() => buildEngines(options(s, out, { precision: "quantized" as "fp32" })), "INVALID_ARGUMENT", /--precision must be fp32 or fp16, got "quantized"/);
+    await rejectsCode(() => buildEngines(options(s, out, { model: join(out, "nowhere") })), "MODEL_FILE_MISSING", /model folder not found/);
     const stderr = process.stderr.write;
     process.stderr.write = (() => true) as typeof process.stderr.write;
     try {

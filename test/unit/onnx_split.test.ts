@@ -7,7 +7,6 @@ import * as assert from "uvu/assert";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { isFlorenceError } from "../../src/errors.ts";
 import { type Graph, type Tensor, tensor } from "../../src/engine/engine.ts";
 import { float16ToFloat32, float32ToFloat16 } from "../../src/engine/float16.ts";
 import { OnnxRuntimeEngine } from "../../src/engine/onnxruntime/onnxruntime.ts";
@@ -22,6 +21,7 @@ import {
 } from "../../src/engine/onnx/proto.ts";
 import { externalDataFiles, splitMergedDecoder, splitMergedDecoderModel } from "../../src/engine/onnx/split.ts";
 import { TINY_MODEL } from "../support/paths.ts";
+import { rejectsCode } from "../support/errors.ts";
 
 const ONNX_DIR = join(TINY_MODEL, "onnx");
 const LAYERS = 2;
@@ -66,18 +66,6 @@ const kvNames = (prefix: string, kinds = ["decoder", "encoder"]) =>
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), "fe-split-"));
-}
-
-async function expectFlorenceError(run: () => unknown, code: string, pattern: RegExp): Promise<void> {
-  try {
-    await run();
-  } catch (error) {
-    assert.ok(isFlorenceError(error), `expected a FlorenceError, got ${error}`);
-    assert.is((error as { code: string }).code, code);
-    assert.match((error as Error).message, pattern);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
 }
 
 /** Encoder outputs for `batch` rows; row 1 (when present) has its last 3 positions padded out. */
@@ -196,12 +184,12 @@ test("unknown fields survive byte for byte, at their place, through a change els
 });
 
 test("bad bytes give MODEL_FILE_INVALID", async () => {
-  await expectFlorenceError(() => parseModel(new Uint8Array(0)), "MODEL_FILE_INVALID", /not an ONNX model/);
-  await expectFlorenceError(() => parseModel(new TextEncoder().encode("{\"not\": \"onnx\"}")), "MODEL_FILE_INVALID", /not a valid ONNX protobuf/);
+  await rejectsCode(() => parseModel(new Uint8Array(0)), "MODEL_FILE_INVALID", /not an ONNX model/);
+  await rejectsCode(() => parseModel(new TextEncoder().encode("{\"not\": \"onnx\"}")), "MODEL_FILE_INVALID", /not a valid ONNX protobuf/);
   const bytes = new Uint8Array(await readFile(join(ONNX_DIR, "embed_tokens.onnx")));
-  await expectFlorenceError(() => parseModel(bytes.subarray(0, bytes.length - 100)), "MODEL_FILE_INVALID", /runs past the end|not a valid ONNX/);
+  await rejectsCode(() => parseModel(bytes.subarray(0, bytes.length - 100)), "MODEL_FILE_INVALID", /runs past the end|not a valid ONNX/);
   const unmerged = new Uint8Array(await readFile(join(ONNX_DIR, "decoder_model.onnx")));
-  await expectFlorenceError(() => splitMergedDecoder(unmerged), "MODEL_FILE_INVALID", /not a merged decoder: the graph has no If node/);
+  await rejectsCode(() => splitMergedDecoder(unmerged), "MODEL_FILE_INVALID", /not a merged decoder: the graph has no If node/);
 });
 
 test("split graphs: inputs only where used, no use_cache_branch, no placeholder cross-attention outputs, opsets kept", async () => {
@@ -379,7 +367,7 @@ test("external data: refused by default with the file named; kept on request and
     await writeFile(join(dir, "decoder_model_merged.onnx"), bytes);
     assert.equal(externalDataFiles(parseModel(bytes)), ["decoder_model_merged.onnx_data"]);
 
-    await expectFlorenceError(() => splitMergedDecoder(bytes), "MODEL_FILE_INVALID", /external data \(decoder_model_merged\.onnx_data\)/);
+    await rejectsCode(() => splitMergedDecoder(bytes), "MODEL_FILE_INVALID", /external data \(decoder_model_merged\.onnx_data\)/);
     const split = splitMergedDecoder(bytes, { externalData: "keep" });
     await writeFile(join(dir, "first.onnx"), split.firstStep);
     await writeFile(join(dir, "later.onnx"), split.withPast);

@@ -22,23 +22,16 @@ import { redactor } from "../../src/service/sources/redact.ts";
 import { inspectStillImage } from "../../src/service/sources/still_image.ts";
 import type { Frame, SourceStatus } from "../../src/service/types.ts";
 import { REFERENCE } from "../support/paths.ts";
+import { seededRandom } from "../support/random.ts";
+import { watchEventLoop } from "../support/event_loop.ts";
 
 const IMAGES = join(REFERENCE, "images");
 const readImage = (name: string) => new Uint8Array(readFileSync(join(IMAGES, name)));
 const DESKTOP: PlatformInfo = { jetson: false, model: undefined };
 const JETSON: PlatformInfo = { jetson: true, model: "NVIDIA Jetson Orin Nano Developer Kit" };
 
-/** Deterministic PRNG (mulberry32) so a failing chunking can be reproduced from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded, so a failing chunking can be reproduced from its seed. */
+const rng = seededRandom;
 
 
 /** Cuts `bytes` at random places: sizes from 1 byte up to `max`. */
@@ -528,21 +521,6 @@ function fakeSpawner(): { spawn: SpawnProcess; children: FakeChild[]; argv: stri
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Measures how long the event loop is blocked; upper bounds on delays only hold when nothing else holds it. */
-function watchEventLoop(): () => number {
-  let last = performance.now();
-  let worst = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    worst = Math.max(worst, now - last - 10);
-    last = now;
-  }, 10);
-  return () => {
-    clearInterval(timer);
-    return worst;
-  };
-}
 
 function upperBounds(lagMs: number, what: string, check: () => void): void {
   if (lagMs > 100) console.log(`  NOT CHECKED: ${what} (the event loop was blocked for ${lagMs.toFixed(0)} ms by other work)`);

@@ -61,20 +61,22 @@ function cudaFailure(api: CudaRuntimeApi, code: number, what: string): FlorenceE
   return new FlorenceError("ENGINE_FAILED", `${what} failed: ${name} (${code})${text ? `: ${text}` : ""}`, { fix });
 }
 
-/** A device allocation (cudaMalloc). */
-export class DeviceBuffer {
+/** One CUDA allocation: its address until free(), which returns it to the runtime once. */
+abstract class Allocation {
   readonly bytes: number;
   readonly #cuda: CudaRuntime;
+  readonly #kind: "device" | "pinned";
   #address: Pointer | null;
 
-  constructor(cuda: CudaRuntime, address: Pointer, bytes: number) {
+  constructor(cuda: CudaRuntime, kind: "device" | "pinned", address: Pointer, bytes: number) {
     this.#cuda = cuda;
+    this.#kind = kind;
     this.#address = address;
     this.bytes = bytes;
   }
 
   get address(): Pointer {
-    if (this.#address === null) throw new FlorenceError("DISPOSED", `device buffer of ${this.bytes} bytes was freed`);
+    if (this.#address === null) throw this.freedError();
     return this.#address;
   }
 
@@ -82,11 +84,22 @@ export class DeviceBuffer {
     return this.#address === null;
   }
 
+  protected freedError(): FlorenceError {
+    return new FlorenceError("DISPOSED", `${this.#kind} buffer of ${this.bytes} bytes was freed`);
+  }
+
   free(): void {
     const address = this.#address;
     if (address === null) return;
     this.#address = null;
-    this.#cuda.release(address, "device");
+    this.#cuda.release(address, this.#kind);
+  }
+}
+
+/** A device allocation (cudaMalloc). */
+export class DeviceBuffer extends Allocation {
+  constructor(cuda: CudaRuntime, address: Pointer, bytes: number) {
+    super(cuda, "device", address, bytes);
   }
 }
 
@@ -95,31 +108,20 @@ export class DeviceBuffer {
  * `buffer` is an ArrayBuffer over it; views of it must not be used after free(). A mapped one also has a device
  * address: the GPU reads and writes it in place (zero-copy; on Jetson the same DRAM, so no copy at all).
  */
-export class PinnedBuffer {
-  readonly bytes: number;
-  readonly #cuda: CudaRuntime;
-  #address: Pointer | null;
-  #buffer: ArrayBuffer | null;
-
+export class PinnedBuffer extends Allocation {
   readonly #deviceAddress: Pointer | undefined;
+  readonly #buffer: ArrayBuffer;
 
   constructor(cuda: CudaRuntime, address: Pointer, bytes: number, deviceAddress?: Pointer) {
-    this.#cuda = cuda;
-    this.#address = address;
-    this.bytes = bytes;
+    super(cuda, "pinned", address, bytes);
     this.#deviceAddress = deviceAddress;
     this.#buffer = hostView(address, Math.max(bytes, 1));
-  }
-
-  get address(): Pointer {
-    if (this.#address === null) throw new FlorenceError("DISPOSED", `pinned buffer of ${this.bytes} bytes was freed`);
-    return this.#address;
   }
 
   /** Mapped buffers (zero-copy): the address kernels and TensorRT use to read and write this memory directly. */
   get deviceAddress(): Pointer {
     if (this.#deviceAddress === undefined) throw new FlorenceError("INVALID_ARGUMENT", `pinned buffer of ${this.bytes} bytes is not mapped into the GPU's address space`, { fix: "allocate it with allocPinned(bytes, { mapped: true })" });
-    this.address; // throws once freed
+    if (this.freed) throw this.freedError();
     return this.#deviceAddress;
   }
 
@@ -128,20 +130,8 @@ export class PinnedBuffer {
   }
 
   get buffer(): ArrayBuffer {
-    if (this.#buffer === null) throw new FlorenceError("DISPOSED", `pinned buffer of ${this.bytes} bytes was freed`);
+    if (this.freed) throw this.freedError();
     return this.#buffer;
-  }
-
-  get freed(): boolean {
-    return this.#address === null;
-  }
-
-  free(): void {
-    const address = this.#address;
-    if (address === null) return;
-    this.#address = null;
-    this.#buffer = null;
-    this.#cuda.release(address, "pinned");
   }
 }
 

@@ -276,8 +276,9 @@ export class TensorRtEngine implements Engine {
     const workspaces = options.workspaces ?? 2;
     if (!Number.isInteger(graphSteps) || graphSteps < 0) throw new FlorenceError("INVALID_ARGUMENT", `cudaGraphs.steps must be a non-negative integer, got ${graphSteps}`);
     if (!Number.isInteger(workspaces) || workspaces < 0) throw new FlorenceError("INVALID_ARGUMENT", `workspaces must be a non-negative integer, got ${workspaces}`);
-    const zeroCopy = (options.zeroCopy ?? "auto") === "auto" ? machine.integrated && cuda.canMapHostMemory() : options.zeroCopy === true;
-    if (zeroCopy && !cuda.canMapHostMemory()) throw new FlorenceError("ENGINE_UNAVAILABLE", `${machine.gpuName} cannot map host memory`, { fix: "leave zeroCopy at auto" });
+    const canMap = cuda.canMapHostMemory();
+    const zeroCopy = (options.zeroCopy ?? "auto") === "auto" ? machine.integrated && canMap : options.zeroCopy === true;
+    if (zeroCopy && !canMap) throw new FlorenceError("ENGINE_UNAVAILABLE", `${machine.gpuName} cannot map host memory`, { fix: "leave zeroCopy at auto" });
     const runtime = await TrtRuntime.create(loaded.trt, options.log, options.verbose === true);
     let empty: DeviceBuffer;
     try {
