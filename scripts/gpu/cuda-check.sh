@@ -28,7 +28,7 @@ pack)
   mkdir -p "$bundle/dist/test/e2e" "$bundle/dist/test/support" "$bundle/node_modules/@koromix"
   cp -r dist/src "$bundle/dist/src"
   cp dist/test/e2e/cuda.test.js dist/test/e2e/tensorrt_standin.test.js "$bundle/dist/test/e2e/"
-  cp dist/test/support/trt_standin.js "$bundle/dist/test/support/"
+  cp dist/test/support/*.js "$bundle/dist/test/support/" # the stand-in and the helpers the tests import
   cc -shared -fPIC -O1 -Wl,-soname,libnvinfer.so.10 -o "$bundle/libnvinfer.so.10" test/support/standin_nvinfer.c
   for p in koffi @koromix/koffi-linux-x64 uvu dequal diff kleur sade mri; do cp -r "node_modules/$p" "$bundle/node_modules/$p"; done
   rm -rf "$bundle/node_modules/koffi/doc" "$bundle/node_modules/@koromix/koffi-linux-x64/musl_x64"
