@@ -14,6 +14,7 @@ import { loadFlorence } from "./mod.ts";
 import { PRECISIONS } from "./florence/model_files.ts";
 import { postProcessGeneration } from "./florence/postprocess.ts";
 import type { GenerateOptions, TaskResult } from "./florence/florence2.ts";
+import { EVAL_FLAGS, cmdEval } from "./world/eval_command.ts";
 
 const MODEL_FLAGS: Record<string, FlagSpec> = {
   model: { kind: "string", help: "model folder (onnx-community layout) or a hub id such as onnx-community/Florence-2-base-ft" },
@@ -216,6 +217,7 @@ const HELP = `florence-edge ${packageVersion()} — Florence-2 on ONNX Runtime (
   florence-edge parse --task "<OD>" --text RAW --image-size 640x480 [--json]
   florence-edge bench --model DIR --image PATH --task T [--num-beams N] [--max-new-tokens N] --runs N [--json]
   florence-edge serve [--config FILE] [--model DIR] [--source SRC] [--mqtt URL] [--topic-prefix P] [--camera NAME] [--task T …]
+  florence-edge eval [--model DIR] [--precision P] [--images N] [--seed S] [--json]
 
 Run a subcommand with --help for its flags.`;
 
@@ -224,6 +226,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summa
   parse: { run: cmdParse, summary: "post-process a raw generated text" },
   bench: { run: cmdBench, summary: "time the pipeline warm, in one process: medians, p90 and per-stage medians" },
   serve: { run: cmdServe, summary: "run the camera → Florence-2 → MQTT service", specs: SERVE_FLAGS },
+  eval: { run: cmdEval, summary: "a model's per-task figures on fresh held-out images of the shapes world", specs: EVAL_FLAGS },
 };
 
 export async function main(argv: string[]): Promise<number> {

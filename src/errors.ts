@@ -17,7 +17,8 @@ export type ErrorCode =
   | "ENGINE_FAILED"
   | "ENGINE_INPUT_INVALID"
   | "DISPOSED"
-  | "CONFIG_INVALID";
+  | "CONFIG_INVALID"
+  | "ASSET_MISSING";
 
 export class FlorenceError extends Error {
   readonly code: ErrorCode;

@@ -97,7 +97,7 @@ def set_seed(seed: int) -> None:
 
 # ----------------------------------------------------------------------------------------------- tokenizer
 
-def make_tokenizer(vocab_size: int, work: Path):
+def make_tokenizer(vocab_size: int, work: Path, corpus: list[str] | None = None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     import transformers
     from transformers import AddedToken
@@ -108,7 +108,7 @@ def make_tokenizer(vocab_size: int, work: Path):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, show_progress=False,
                                   special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS * 3, trainer)
+    tok.train_from_iterator((CORPUS if corpus is None else corpus) * 3, trainer)
     tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=False)
     work.mkdir(parents=True, exist_ok=True)
     raw = work / "tokenizer_raw.json"
@@ -129,16 +129,16 @@ def make_tokenizer(vocab_size: int, work: Path):
     return tokenizer
 
 
-def make_processor(tokenizer):
+def make_processor(tokenizer, side: int = 768):
     """Florence-2's processor: its image processor settings (768 x 768 bicubic, ImageNet mean/std, 577 image
-    tokens) around `tokenizer`."""
+    tokens) around `tokenizer`; `side` gives a smaller square input (image tokens: (side / 32)^2 + 1)."""
     from transformers import CLIPImageProcessor, Florence2Processor
 
     image_processor = CLIPImageProcessor(
-        do_resize=True, size={"height": 768, "width": 768}, resample=3, do_center_crop=False,
-        crop_size={"height": 768, "width": 768}, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+        do_resize=True, size={"height": side, "width": side}, resample=3, do_center_crop=False,
+        crop_size={"height": side, "width": side}, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
         image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], do_convert_rgb=True)
-    image_processor.image_seq_length = 577
+    image_processor.image_seq_length = (side // 32) ** 2 + 1
     return Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
                               post_processor_config=POST_PROCESSOR_CONFIG)
 

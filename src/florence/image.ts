@@ -557,3 +557,26 @@ export async function renderSnapshot(image: RgbImage | Uint8Array, overlay: Snap
     throw new FlorenceError("ENGINE_FAILED", `renderSnapshot: encoding the snapshot failed: ${errorText(error)}`, { cause: error });
   }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Encoding and SVG rasterisation for the shapes world's generator (src/world/), here because sharp lives here.
+
+export type ImageEncoding = { format: "jpeg"; quality: number; chroma: "4:2:0" | "4:4:4" } | { format: "png" };
+
+/** An 8-bit RGB image as a JPEG or PNG file. */
+export async function encodeRgb(image: RgbImage, encoding: ImageEncoding): Promise<Uint8Array> {
+  const pipeline = sharp(image.data.subarray(0, image.width * image.height * 3), { raw: { width: image.width, height: image.height, channels: 3 } });
+  const out = encoding.format === "png"
+    ? await pipeline.png({ compressionLevel: 6 }).toBuffer()
+    : await pipeline.jpeg({ quality: encoding.quality, chromaSubsampling: encoding.chroma }).toBuffer();
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
+}
+
+/** An SVG document drawn by librsvg as straight (not premultiplied) RGBA, width × height × 4 bytes. */
+export async function rasteriseSvg(svg: string, width: number, height: number): Promise<Uint8Array> {
+  const { data, info } = await sharp(Buffer.from(svg, "utf8"), { density: 72 }).ensureAlpha().raw().toBuffer({ resolveWithObject: true });
+  if (info.width !== width || info.height !== height || info.channels !== 4) {
+    throw new FlorenceError("ENGINE_FAILED", `rasteriseSvg: librsvg drew ${info.width}x${info.height}x${info.channels}, expected ${width}x${height}x4`);
+  }
+  return new Uint8Array(data.buffer, data.byteOffset, data.length);
+}

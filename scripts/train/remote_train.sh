@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One device run of the florence-2-shapes recipe (see scripts/train/README.md). On the GPU machine, from the repo:
+#   SEED_BASE=100 SECONDS_TO_TRAIN=120 RESUME=0 FINISH=0 bash scripts/train/remote_train.sh
+# Needs .devcarry/world.tar.xz (scripts/train/make-world-carry.sh), dist/src and dist/scripts carried.
+# Leaves the checkpoint in /tmp/shapes/ckpt (a following run on the same warm machine resumes from it; a fresh
+# machine resumes from a carried .train/ckpt-small.tar) and copies to $OUT: the log, ckpt-small.tar (bf16
+# weights + tokenizer/processor) and, with FINISH=1, the exported model and HF references (model.tar.part-*).
+set -u
+OUT=${OUT:-/tmp/out}
+W=/tmp/shapes
+mkdir -p "$OUT" "$W/data" "$W/ckpt"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader) $(nproc) CPUs; seed base ${SEED_BASE:-100}"
+[ -x "$W/node" ] || tar xJf .devcarry/world.tar.xz -C "$W"
+rm -rf node_modules && ln -s "$W/node_modules" node_modules
+NODE=$W/node
+if [ "${RESUME:-0}" = 1 ] && [ ! -f "$W/ckpt/train_state.pt" ] && [ -f .train/ckpt-small.tar ]; then
+  echo "fresh machine: resuming from the carried checkpoint"; tar xf .train/ckpt-small.tar -C "$W/ckpt"
+fi
+[ -f "$W/heldout/examples-0.jsonl" ] || $NODE dist/scripts/train/world-stills.js --held-out --seed 1 --start 0 --count 96 --out "$W/heldout"
+
+# ten writers, each a run of 400-image shards of its own seed, until this run ends
+for p in $(seq 0 9); do
+  seed=$(( ${SEED_BASE:-100} + p ))
+  ( for k in $(seq 0 200); do
+      $NODE dist/scripts/train/world-stills.js --seed $seed --start $((k * 400)) --count 400 --out "$W/data/s$seed-$k" > /dev/null || break
+    done ) &
+done
+resume=()
+[ "${RESUME:-0}" = 1 ] && resume=(--resume)
+PYTHONUNBUFFERED=1 python3 scripts/train/train_shapes.py --data "$W/data" --heldout "$W/heldout" --ckpt "$W/ckpt" \
+  --seconds "${SECONDS_TO_TRAIN:-300}" --total-seconds "${TOTAL_SECONDS:-1000}" "${resume[@]}"
+echo "train rc=$?"
+kill $(jobs -p) 2>/dev/null
+python3 - "$W/ckpt" <<'PY'
+import sys, torch
+ck = sys.argv[1]
+s = torch.load(f"{ck}/train_state.pt", map_location="cpu")
+torch.save({"model": {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in s["model"].items()},
+            "step": s["step"], "trained_s": s["trained_s"]}, f"{ck}/weights-bf16.pt")
+PY
+( cd "$W/ckpt" && cp weights-bf16.pt /tmp/train_state.pt && tar cf "$OUT/ckpt-small.tar" -C /tmp train_state.pt \
+    -C "$W/ckpt" $(ls | grep -E '\.json$|\.txt$') )
+if [ "${FINISH:-0}" = 1 ]; then
+  rm -rf /tmp/final
+  PYTHONUNBUFFERED=1 python3 scripts/train/finish_shapes.py --ckpt "$W/ckpt" --heldout "$W/heldout" --out /tmp/final
+  echo "finish rc=$?"
+  tar cf - -C /tmp/final florence-2-shapes shapes-reference | xz -1 -T0 | split -b 15m - "$OUT/model.tar.xz.part-"
+fi
+ls -la "$OUT"

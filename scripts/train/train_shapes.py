@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""Train florence-2-shapes: Hugging Face's own Florence2ForConditionalGeneration, small, on the shapes world.
+
+    python3 scripts/train/train_shapes.py --data /tmp/world --ckpt /tmp/ckpt --seconds 480 [--resume]
+
+The recipe (scripts/train/README.md has the whole procedure and the times it took):
+  - data: shards of stills drawn by the project's generator (node dist/scripts/train/world-stills.js), each image
+    with its training examples for all 15 tasks (src/world/targets.ts); shards are picked up while they are
+    written, decoded and resized to the processor's 384 x 384 (PIL bicubic) and kept on the GPU as uint8.
+  - tokenizer: byte-level BPE (400 merges' vocabulary) trained on the examples' prompts and answers, plus
+    Florence's task tokens, <loc_0>..<loc_999> and <image> (scripts/python/make_fixtures.py make_tokenizer).
+  - model: DaViT [32, 64, 128, 192] x depths [1, 1, 2, 1], window 12; BART d_model 192, 3 encoder + 2 decoder
+    layers, 4 heads, FFN 768; 145 image tokens.
+  - optimisation: AdamW (0.9, 0.98), weight decay 0.01, peak LR 5e-4 after 400 warm-up steps, cosine to 5 % over
+    the planned --total-seconds of training (the schedule follows training time so it spans resumed runs),
+    batch 192, bf16 autocast, gradient clip 1.0, seed 1234. One example per batch row, drawn uniformly from all
+    examples loaded so far.
+Checkpoints (--ckpt): train_state.pt (weights, optimiser, step, seconds trained) plus the tokenizer and
+processor; --resume continues from them.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import random
+import sys
+import threading
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+import make_fixtures as fx  # noqa: E402
+
+SIDE = 384
+IMAGE_TOKENS = (SIDE // 32) ** 2 + 1
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+PAD, BOS, EOS = 1, 0, 2
+
+
+def load_resized(path: str) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB").resize((SIDE, SIDE), Image.BICUBIC), dtype=np.uint8)
+
+
+def read_records(jsonl: str) -> list[dict]:
+    with open(jsonl) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# ----------------------------------------------------------------------------------------------- tokenizer, model
+
+def corpus_from(records: list[dict]) -> list[str]:
+    import re
+    texts = []
+    for r in records:
+        for e in r["examples"]:
+            for t in (e["prompt"], e["target"]):
+                t = re.sub(r"<loc_\d+>|<sep>", " ", t).strip()
+                if t:
+                    texts.append(t)
+    return texts
+
+
+def make_model(tokenizer):
+    from transformers import BartConfig, Florence2Config, Florence2ForConditionalGeneration, GenerationConfig
+
+    d = 192
+    text_config = BartConfig(
+        vocab_size=len(tokenizer), d_model=d, encoder_layers=3, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=4 * d, decoder_ffn_dim=4 * d, max_position_embeddings=256,
+        pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, decoder_start_token_id=EOS, forced_eos_token_id=EOS,
+        forced_bos_token_id=BOS, scale_embedding=False, activation_function="gelu", dropout=0.0,
+        attention_dropout=0.0, activation_dropout=0.0, num_beams=3)
+    vision_config = dict(depths=[1, 1, 2, 1], embed_dim=[32, 64, 128, 192], num_heads=[1, 2, 4, 8],
+                         num_groups=[1, 2, 4, 8], window_size=12, projection_dim=d, drop_path_rate=0.0,
+                         patch_size=[7, 3, 3, 3], patch_stride=[4, 2, 2, 2], patch_padding=[3, 1, 1, 1],
+                         patch_prenorm=[False, True, True, True], max_position_embeddings=50,
+                         max_temporal_embeddings=100)
+    config = Florence2Config(text_config=text_config.to_dict(), vision_config=vision_config,
+                             image_token_id=tokenizer.image_token_id)
+    model = Florence2ForConditionalGeneration(config)
+    # The world's answers end well inside 160 tokens; no n-gram ban (polygons repeat bins, captions repeat words).
+    model.generation_config = GenerationConfig(
+        bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, decoder_start_token_id=EOS, forced_bos_token_id=BOS,
+        forced_eos_token_id=EOS, num_beams=3, early_stopping=True, max_length=160, no_repeat_ngram_size=0)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+class Store:
+    """Images (uint8, on the device) and tokenized examples, growing while shards arrive."""
+
+    def __init__(self, capacity: int, device, tokenizer, data_dirs: list[str]):
+        self.images = torch.empty((capacity, SIDE, SIDE, 3), dtype=torch.uint8, device=device)
+        self.count = 0
+        self.examples: list[tuple[int, list[int], list[int], str]] = []
+        self.tokenizer = tokenizer
+        self.dirs = data_dirs
+        self.seen: set[str] = set()
+        self.lock = threading.Lock()
+        self.stop = False
+        self.pool = Pool(6)
+
+    def poll_once(self, max_shards: int = 1_000_000) -> int:
+        added = 0
+        shards = 0
+        for d in self.dirs:
+            for jsonl in sorted(glob.glob(f"{d}/*/examples-*.jsonl")):
+                if jsonl in self.seen or self.count >= self.images.shape[0] or shards >= max_shards:
+                    continue
+                shards += 1
+                self.seen.add(jsonl)
+                records = read_records(jsonl)[: self.images.shape[0] - self.count]
+                base = os.path.dirname(jsonl)
+                arrays = self.pool.map(load_resized, [f"{base}/{r['file']}" for r in records], chunksize=16)
+                batch = torch.from_numpy(np.stack(arrays)).to(self.images.device)
+                start = self.count
+                self.images[start:start + len(arrays)] = batch
+                prompts, targets, meta = [], [], []
+                for i, r in enumerate(records):
+                    for e in r["examples"]:
+                        prompts.append(e["prompt"])
+                        targets.append(e["target"])
+                        meta.append((start + i, e["task"]))
+                p_ids = self.tokenizer(prompts)["input_ids"]
+                t_ids = self.tokenizer(targets)["input_ids"]
+                with self.lock:
+                    self.examples.extend((m[0], p, t, m[1]) for m, p, t in zip(meta, p_ids, t_ids))
+                    self.count = start + len(arrays)
+                added += len(arrays)
+        return added
+
+    def watch(self):
+        while not self.stop:
+            if self.poll_once() == 0:
+                time.sleep(1.0)
+
+    def sample(self, n: int, rng: random.Random):
+        with self.lock:
+            return [self.examples[rng.randrange(len(self.examples))] for _ in range(n)]
+
+
+def collate(store: Store, rows, image_token_id: int, device):
+    img = store.images[torch.tensor([r[0] for r in rows], device=device)]
+    pixel_values = ((img.permute(0, 3, 1, 2).float() / 255.0) - MEAN.to(device)) / STD.to(device)
+    plen = max(len(r[1]) for r in rows)
+    tlen = max(len(r[2]) for r in rows)
+    input_ids = torch.full((len(rows), IMAGE_TOKENS + plen), PAD, dtype=torch.long)
+    attention = torch.zeros_like(input_ids)
+    labels = torch.full((len(rows), tlen), -100, dtype=torch.long)
+    decoder_input_ids = torch.full((len(rows), tlen), PAD, dtype=torch.long)
+    for i, (_, p, t, _) in enumerate(rows):
+        input_ids[i, :IMAGE_TOKENS] = image_token_id
+        input_ids[i, IMAGE_TOKENS:IMAGE_TOKENS + len(p)] = torch.tensor(p)
+        attention[i, :IMAGE_TOKENS + len(p)] = 1
+        labels[i, :len(t)] = torch.tensor(t)
+        decoder_input_ids[i, 0] = EOS
+        decoder_input_ids[i, 1:len(t)] = torch.tensor(t[:-1])
+    return dict(pixel_values=pixel_values, input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                decoder_input_ids=decoder_input_ids.to(device), labels=labels.to(device))
+
+
+def check_prompt_layout(processor, store: Store):
+    """Our encoder input must be exactly what Florence2Processor builds: image tokens, then <s> prompt </s>."""
+    image = Image.new("RGB", (64, 48), (90, 90, 90))
+    checked = 0
+    for _, p, _, task in store.examples[:40]:
+        if task in ("<OD>", "<CAPTION>", "<OCR>"):
+            got = processor(text=task, images=image, return_tensors="pt")["input_ids"][0].tolist()
+            want = [processor.tokenizer.image_token_id] * IMAGE_TOKENS + p
+            assert got == want, f"prompt layout differs for {task}: {got[-20:]} vs {want[-20:]}"
+            checked += 1
+    print(f"prompt layout checked against Florence2Processor ({checked} prompts)", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def quick_eval(model, store: Store, records: list[dict], processor, device, per_task: int = 12):
+    """Greedy answers on held-out examples: the share of exact target texts per task."""
+    model.eval()
+    by_task: dict[str, list] = {}
+    for rec_i, r in enumerate(records):
+        for e in r["examples"]:
+            by_task.setdefault(e["task"], []).append((rec_i, e))
+    scores = {}
+    for task, items in sorted(by_task.items()):
+        items = items[:per_task]
+        imgs = torch.from_numpy(np.stack([records[i]["_array"] for i, _ in items])).to(device)
+        pv = ((imgs.permute(0, 3, 1, 2).float() / 255.0) - MEAN.to(device)) / STD.to(device)
+        enc = processor.tokenizer([e["prompt"] for _, e in items], padding=True, return_tensors="pt")
+        ids = torch.cat([torch.full((len(items), IMAGE_TOKENS), processor.tokenizer.image_token_id), enc["input_ids"]], 1)
+        att = torch.cat([torch.ones((len(items), IMAGE_TOKENS), dtype=torch.long), enc["attention_mask"]], 1)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model.generate(input_ids=ids.to(device), pixel_values=pv, attention_mask=att.to(device),
+                                 num_beams=1, max_new_tokens=150, do_sample=False)
+        texts = processor.tokenizer.batch_decode(out, skip_special_tokens=False)
+        exact = 0
+        for text, (_, e) in zip(texts, items):
+            clean = text.replace("</s>", "").replace("<s>", "").replace("<pad>", "")
+            exact += clean == e["target"]
+        scores[task] = exact / len(items)
+        print(f"  {task:38s} exact {exact}/{len(items)}   e.g. {texts[0][:110]!r}", flush=True)
+    model.train()
+    return scores
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="folder whose subfolders are shards being written")
+    ap.add_argument("--heldout", help="a shard of held-out stills for the quick evaluation")
+    ap.add_argument("--ckpt", required=True)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--seconds", type=float, required=True, help="train this long in this run")
+    ap.add_argument("--total-seconds", type=float, default=960.0, help="planned training time over all runs")
+    ap.add_argument("--batch", type=int, default=192)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--warmup", type=int, default=400)
+    ap.add_argument("--capacity", type=int, default=120_000)
+    ap.add_argument("--seed", type=int, default=1234)
+    args = ap.parse_args(argv)
+    started = time.time()
+    device = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed + int(time.time()) if args.resume else args.seed)
+    ckpt = Path(args.ckpt)
+    ckpt.mkdir(parents=True, exist_ok=True)
+
+    from transformers import Florence2Processor
+    first = None
+    while first is None:
+        found = sorted(glob.glob(f"{args.data}/*/examples-*.jsonl"))
+        if found:
+            first = found[0]
+        else:
+            time.sleep(0.5)
+    if args.resume and (ckpt / "tokenizer_config.json").exists():
+        processor = Florence2Processor.from_pretrained(str(ckpt))
+        tokenizer = processor.tokenizer
+    else:
+        tokenizer = fx.make_tokenizer(400, ckpt / ".work", corpus_from(read_records(first)))
+        processor = fx.make_processor(tokenizer, SIDE)
+        processor.save_pretrained(str(ckpt))
+        processor = Florence2Processor.from_pretrained(str(ckpt))
+        tokenizer = processor.tokenizer
+    print(f"tokenizer: {len(tokenizer)} tokens; first shard after {time.time() - started:.1f}s", flush=True)
+
+    model = make_model(tokenizer).to(device)
+    state = {"step": 0, "trained_s": 0.0}
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    if args.resume and (ckpt / "train_state.pt").exists():
+        saved = torch.load(ckpt / "train_state.pt", map_location=device)
+        model.load_state_dict(saved["model"])
+        if "opt" in saved:
+            opt.load_state_dict(saved["opt"])
+        state = {"step": saved["step"], "trained_s": saved["trained_s"]}
+        print(f"resumed at step {state['step']}, {state['trained_s']:.0f}s trained", flush=True)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"parameters: {params / 1e6:.2f} M", flush=True)
+
+    store = Store(args.capacity, device, tokenizer, [args.data])
+    store.poll_once(max_shards=3)
+    check_prompt_layout(processor, store)
+    watcher = threading.Thread(target=store.watch, daemon=True)
+    watcher.start()
+
+    heldout = []
+    if args.heldout:
+        for jsonl in sorted(glob.glob(f"{args.heldout}/examples-*.jsonl")):
+            for r in read_records(jsonl):
+                r["_array"] = load_resized(f"{args.heldout}/{r['file']}")
+                heldout.append(r)
+
+    model.train()
+    run_start = time.time()
+    last_log = run_start
+    losses = []
+    while True:
+        now = time.time()
+        ran = now - run_start
+        if ran >= args.seconds:
+            break
+        progress = min(1.0, (state["trained_s"] + ran) / args.total_seconds)
+        lr = args.lr * min(1.0, (state["step"] + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = collate(store, store.sample(args.batch, rng), tokenizer.image_token_id, device)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(**batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        state["step"] += 1
+        losses.append(loss.item() if state["step"] % 10 == 0 else float("nan"))
+        if now - last_log > 30:
+            recent = [v for v in losses[-300:] if v == v]
+            print(f"step {state['step']} loss {np.mean(recent):.4f} lr {lr:.2e} images {store.count} examples "
+                  f"{len(store.examples)} run {ran:.0f}s total {state['trained_s'] + ran:.0f}s", flush=True)
+            last_log = now
+    state["trained_s"] += time.time() - run_start
+    store.stop = True
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), **state}, ckpt / "train_state.pt")
+    model.save_pretrained(str(ckpt / "hf"), safe_serialization=True)
+    processor.save_pretrained(str(ckpt / "hf"))
+    print(f"saved step {state['step']} after {state['trained_s']:.0f}s of training "
+          f"({state['step'] * args.batch} examples); images loaded {store.count}", flush=True)
+    if heldout:
+        scores = quick_eval(model, store, heldout, processor, device)
+        print("held-out exact-answer rate (greedy):", json.dumps(scores), flush=True)
+    store.pool.terminate()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,60 @@
+/** `florence-edge eval`: a model's figures on fresh held-out images of the shapes world, per task. */
+import process from "node:process";
+import { type FlagSpec, parseFlags } from "../cli_args.ts";
+import { readEnvironment } from "../config.ts";
+import { type Precision, PRECISIONS } from "../florence/model_files.ts";
+import { loadFlorence } from "../mod.ts";
+import { demoModelDir } from "./assets.ts";
+import { evaluateWorld, formatReport } from "./evaluate.ts";
+import { loadWorldFont } from "./font.ts";
+
+export const EVAL_FLAGS: Record<string, FlagSpec> = {
+  model: { kind: "string", help: "model folder (default: the bundled assets/florence-2-shapes)" },
+  precision: { kind: "string", choices: PRECISIONS, help: "which onnx/*.onnx files to use (default fp32)" },
+  backend: { kind: "string", choices: ["auto", "onnxruntime", "tensorrt"], help: "inference backend (default auto)" },
+  threads: { kind: "int", min: 1, max: 1024, help: "ONNX Runtime threads (default: all cores)" },
+  images: { kind: "int", min: 1, max: 100000, help: "held-out images to draw (default 100)" },
+  seed: { kind: "int", min: 0, max: 999999, help: "held-out seed; images come from world seed 1,000,000 + S, never used in training (default 0)" },
+  json: { kind: "boolean", help: "print the report as one JSON object" },
+};
+
+/** A one-line progress bar on a terminal; a line every 10 % elsewhere. */
+export function progressBar(label: string, stream: NodeJS.WriteStream = process.stderr): (done: number, total: number) => void {
+  let lastDecile = -1;
+  const started = performance.now();
+  return (done, total) => {
+    const eta = ((performance.now() - started) / done) * (total - done) / 1000;
+    if (stream.isTTY) {
+      const width = 30;
+      const filled = Math.round((done / total) * width);
+      stream.write(`\r${label} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${total} eta ${eta.toFixed(0)}s${done === total ? "\n" : ""}`);
+    } else if (Math.floor((done / total) * 10) > lastDecile) {
+      lastDecile = Math.floor((done / total) * 10);
+      stream.write(`${label}: ${done}/${total}\n`);
+    }
+  };
+}
+
+export async function cmdEval(argv: string[]): Promise<number> {
+  const { flags } = parseFlags("eval", argv, EVAL_FLAGS);
+  const model = (flags["model"] as string | undefined) ?? demoModelDir();
+  const precision = (flags["precision"] as Precision | undefined) ?? "fp32";
+  const florence = await loadFlorence(model, {
+    env: readEnvironment(),
+    precision,
+    backend: (flags["backend"] as "auto" | "onnxruntime" | "tensorrt" | undefined) ?? "auto",
+    ...(flags["threads"] !== undefined ? { threads: flags["threads"] as number } : {}),
+  });
+  try {
+    const report = await evaluateWorld(florence, loadWorldFont(), {
+      images: (flags["images"] as number | undefined) ?? 100,
+      seed: (flags["seed"] as number | undefined) ?? 0,
+      onProgress: progressBar(`eval ${precision}`),
+    });
+    if (flags["json"]) process.stdout.write(`${JSON.stringify({ model, precision, ...report })}\n`);
+    else process.stdout.write(`${formatReport(report, `${model} (${precision})`)}\n`);
+    return 0;
+  } finally {
+    await florence.dispose();
+  }
+}
