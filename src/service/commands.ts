@@ -9,7 +9,7 @@
  */
 import { FlorenceError, describeValue, type ErrorCode } from "../errors.ts";
 import { constructPrompt, isTaskToken, TASK_TOKENS, TASKS, type TaskToken } from "../florence/tasks.ts";
-import type { TaskSchedule } from "./config.ts";
+import type { TaskSchedule } from "./service_config.ts";
 
 export const COMMAND_LIMITS = {
   /** Bytes of one command payload. */

@@ -30,7 +30,7 @@ import { connect, type IClientOptions, type IClientPublishOptions, type IConnack
 import { FlorenceError, describeValue } from "../errors.ts";
 import { isTaskToken, TASKS } from "../florence/tasks.ts";
 import { checkResponseTopic, decodeCommandPayload, describeCommandError, parseInferRequest, parseSetCommand, type SetCommand } from "./commands.ts";
-import type { MqttConfig, TaskSchedule } from "./config.ts";
+import type { MqttConfig, TaskSchedule } from "./service_config.ts";
 import { cameraDiscovery, removeCameraDiscovery, type DiscoveryOptions } from "./discovery.ts";
 import type { ResultMessage, SourceStatus } from "./types.ts";
 

@@ -16,7 +16,7 @@ import { loadFlorence } from "../mod.ts";
 import { bundledModelDir, packageRoot } from "../paths.ts";
 import { type EmbeddedBroker, startBroker } from "./broker.ts";
 import { applySetCommand } from "./commands.ts";
-import type { CameraConfig, ServiceConfig, SourceConfig, TaskSchedule } from "./config.ts";
+import type { CameraConfig, ServiceConfig, SourceConfig, TaskSchedule } from "./service_config.ts";
 import { LatestFrame, waitForAnyFrame } from "./latest.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { CameraLoop, type InferenceModel } from "./loop.ts";

@@ -22,7 +22,7 @@ import { Florence2 } from "../../src/florence/florence2.ts";
 import { TASKS, TASK_TOKENS, type TaskToken } from "../../src/florence/tasks.ts";
 import { startBroker, type EmbeddedBroker } from "../../src/service/broker.ts";
 import { applySetCommand } from "../../src/service/commands.ts";
-import { buildServiceConfig, type TaskSchedule } from "../../src/service/config.ts";
+import { buildServiceConfig, type TaskSchedule } from "../../src/service/service_config.ts";
 import { discoveryUniqueId } from "../../src/service/discovery.ts";
 import { CameraLoop } from "../../src/service/loop.ts";
 import { MqttPublisher, publisherOptionsFromConfig, reconnectDelayMs, type MqttPublisherOptions } from "../../src/service/mqtt.ts";

@@ -3,7 +3,7 @@ import * as assert from "uvu/assert";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildServiceConfig, loadServiceConfig, sourceFromString } from "../../src/service/config.ts";
+import { buildServiceConfig, loadServiceConfig, sourceFromString } from "../../src/service/service_config.ts";
 import { TINY_MODEL } from "../support/paths.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "fe-config-"));

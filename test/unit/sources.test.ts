@@ -14,7 +14,7 @@ import type { ChildProcess } from "node:child_process";
 import sharp from "sharp";
 import { isFlorenceError } from "../../src/errors.ts";
 import { LatestFrame, waitForAnyFrame } from "../../src/service/latest.ts";
-import { buildCommand, gstFraction, gstQuote, resolveDecoder, ffmpegJpegQ } from "../../src/service/sources/commands.ts";
+import { buildCommand, gstFraction, gstQuote, resolveDecoder, ffmpegJpegQ } from "../../src/service/sources/pipelines.ts";
 import { backoffDelayS, createSource, detectPlatform, inspectJpeg, JpegSplitter, maskUrl, planSource, RawFrameSplitter } from "../../src/service/sources/index.ts";
 import type { CreateSourceOptions, PlatformInfo, SourceSpec, SpawnProcess } from "../../src/service/sources/index.ts";
 import { normalizeSpec, type VideoSpec } from "../../src/service/sources/spec.ts";
