@@ -31,6 +31,7 @@ import { FlorenceError, describeValue } from "../errors.ts";
 import { isTaskToken, TASKS } from "../florence/tasks.ts";
 import { checkResponseTopic, decodeCommandPayload, describeCommandError, parseInferRequest, parseSetCommand, type SetCommand } from "./commands.ts";
 import type { MqttConfig, TaskSchedule } from "./service_config.ts";
+import { maskUrl } from "./redact.ts";
 import { cameraDiscovery, removeCameraDiscovery, type DiscoveryOptions } from "./discovery.ts";
 import type { ResultMessage, SourceStatus } from "./types.ts";
 
@@ -254,11 +255,6 @@ export function publisherOptionsFromConfig(
 export function reconnectDelayMs(attempt: number, minMs: number, maxMs: number, random: () => number = Math.random): number {
   const base = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 30));
   return Math.max(minMs, Math.round(base * (0.75 + 0.25 * random())));
-}
-
-/** The URL with any password masked, for messages. */
-export function maskUrl(url: string): string {
-  return url.replace(/\/\/([^@/]*)@/, (_m, auth: string) => `//${auth.includes(":") ? `${auth.slice(0, auth.indexOf(":"))}:***` : auth}@`);
 }
 
 function option(name: string, value: number | undefined, fallback: number, min: number, max: number): number {

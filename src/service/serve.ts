@@ -23,6 +23,7 @@ import { CameraLoop, type InferenceModel } from "./loop.ts";
 import { type MetricsServer, ServiceMetrics, startMetricsServer } from "./metrics.ts";
 import { MqttPublisher } from "./mqtt.ts";
 import { overlayFromResult } from "./overlay.ts";
+import { maskUrl } from "./redact.ts";
 import { createSource } from "./sources/index.ts";
 import type { CreateSourceOptions } from "./sources/spec.ts";
 import { createNotifier, WatchdogFeeder } from "./systemd.ts";
@@ -290,7 +291,7 @@ export async function serve(config: ServiceConfig, options: ServeOptions): Promi
     feeder = new WatchdogFeeder({ notifier, progress: () => loop!.processedFrames, idle: () => ![...slots.values()].some((s) => s.pending) });
     feeder.start();
     notifier.ready(`serving ${cameras.length} camera(s) with ${model.files.id}`);
-    log.info("ready", { cameras: cameras.map((c) => c.name), mqtt: url.replace(/\/\/[^@/]*@/, "//***@"), prefix: config.mqtt.topicPrefix, embedded });
+    log.info("ready", { cameras: cameras.map((c) => c.name), mqtt: maskUrl(url), prefix: config.mqtt.topicPrefix, embedded });
   } catch (error) {
     await shutdown(`start-up failed: ${(error as Error).message}`, 1);
     throw error;

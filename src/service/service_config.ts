@@ -8,6 +8,7 @@ import { parse as parseYaml } from "yaml";
 import { FlorenceError } from "../errors.ts";
 import { PRECISIONS, type Precision } from "../florence/model_files.ts";
 import { isTaskToken, TASKS } from "../florence/tasks.ts";
+import { maskUrl } from "./redact.ts";
 
 export type SourceConfig =
   | { type: "file"; path: string; loop: boolean; fps: number | undefined }
@@ -249,7 +250,7 @@ function parseMqtt(value: unknown, env: Record<string, string | undefined>): Mqt
   const obj = object(value, path);
   onlyKeys(obj, path, ["url", "topic_prefix", "client_id", "username", "password", "password_file", "tls", "protocol", "qos", "retain", "offline_queue", "discovery"]);
   const url = str(obj, "url", path) ?? (env["FLORENCE_EDGE_MQTT_URL"] || undefined);
-  if (url !== undefined && !/^(mqtts?|wss?|tcp|ssl):\/\/[^\s]+$/i.test(url)) fail(`${path}.url`, `${JSON.stringify(url.replace(/\/\/[^@/]*@/, "//***@"))} is not an MQTT URL`, "e.g. mqtt://homeassistant.local:1883 or mqtts://broker:8883");
+  if (url !== undefined && !/^(mqtts?|wss?|tcp|ssl):\/\/[^\s]+$/i.test(url)) fail(`${path}.url`, `${JSON.stringify(maskUrl(url))} is not an MQTT URL`, "e.g. mqtt://homeassistant.local:1883 or mqtts://broker:8883");
   const prefix = str(obj, "topic_prefix", path, "florence-edge")!;
   if (/[#+\s]/.test(prefix) || prefix.startsWith("/") || prefix.endsWith("/")) fail(`${path}.topic_prefix`, `${JSON.stringify(prefix)} may not contain # + or spaces, nor start or end with /`);
   const tls = object(obj["tls"], `${path}.tls`);

@@ -18,7 +18,7 @@ import { buildCommand, gstFraction, gstQuote, resolveDecoder, ffmpegJpegQ } from
 import { backoffDelayS, createSource, detectPlatform, inspectJpeg, JpegSplitter, maskUrl, planSource, RawFrameSplitter } from "../../src/service/sources/index.ts";
 import type { CreateSourceOptions, PlatformInfo, SourceSpec, SpawnProcess } from "../../src/service/sources/index.ts";
 import { normalizeSpec, type VideoSpec } from "../../src/service/sources/spec.ts";
-import { redactor } from "../../src/service/sources/redact.ts";
+import { redactor } from "../../src/service/redact.ts";
 import { inspectStillImage } from "../../src/service/sources/still_image.ts";
 import type { Frame, SourceStatus } from "../../src/service/types.ts";
 import { REFERENCE } from "../support/paths.ts";

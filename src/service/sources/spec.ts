@@ -5,6 +5,7 @@
  */
 import type { SpawnOptions } from "node:child_process";
 import { describeValue, FlorenceError } from "../../errors.ts";
+import { maskSecrets } from "../redact.ts";
 import type { PlatformInfo } from "./platform.ts";
 
 export type DecoderChoice = "auto" | "ffmpeg" | "gstreamer";
@@ -148,7 +149,7 @@ export type NormalizedSpec =
 export type VideoSpec = Exclude<NormalizedSpec, { type: "folder" } | { type: "http" }>;
 
 function bad(camera: string, key: string, value: unknown, expected: string, fix?: string): never {
-  throw new FlorenceError("CONFIG_INVALID", `camera ${JSON.stringify(camera)}: source.${key} must be ${expected}, got ${describeValue(value)}`, fix ? { fix } : {});
+  throw new FlorenceError("CONFIG_INVALID", `camera ${JSON.stringify(camera)}: source.${key} must be ${expected}, got ${maskSecrets(describeValue(value))}`, fix ? { fix } : {});
 }
 
 function positive(camera: string, key: string, value: unknown, fallback: number, max?: number): number;
