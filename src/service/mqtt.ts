@@ -31,6 +31,7 @@ import { FlorenceError, describeValue } from "../errors.ts";
 import { isTaskToken, TASKS } from "../florence/tasks.ts";
 import { checkResponseTopic, decodeCommandPayload, describeCommandError, parseInferRequest, parseSetCommand, type SetCommand } from "./commands.ts";
 import type { MqttConfig, TaskSchedule } from "./service_config.ts";
+import { jitteredBackoffDelay } from "./backoff.ts";
 import { maskUrl } from "./redact.ts";
 import { cameraDiscovery, removeCameraDiscovery, type DiscoveryOptions } from "./discovery.ts";
 import type { ResultMessage, SourceStatus } from "./types.ts";
@@ -251,11 +252,7 @@ export function publisherOptionsFromConfig(
   };
 }
 
-/** Exponential backoff with jitter: min·2^attempt capped at max, 75–100 % of it, never below min. */
-export function reconnectDelayMs(attempt: number, minMs: number, maxMs: number, random: () => number = Math.random): number {
-  const base = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 30));
-  return Math.max(minMs, Math.round(base * (0.75 + 0.25 * random())));
-}
+export { jitteredBackoffDelay as reconnectDelayMs } from "./backoff.ts";
 
 function option(name: string, value: number | undefined, fallback: number, min: number, max: number): number {
   if (value === undefined) return fallback;
@@ -903,7 +900,7 @@ export class MqttPublisher {
 
   #scheduleReconnect(immediately: boolean): void {
     if (this.#stopping !== undefined || this.#retryTimer !== undefined) return;
-    const delay = immediately ? 0 : reconnectDelayMs(this.#attempt++, this.#reconnectMinMs, this.#reconnectMaxMs);
+    const delay = immediately ? 0 : jitteredBackoffDelay(this.#attempt++, this.#reconnectMinMs, this.#reconnectMaxMs);
     this.#nextRetryMs = delay;
     if (!immediately) this.#log("debug", `MQTT reconnecting in ${delay} ms`);
     this.#retryTimer = setTimeout(() => {
