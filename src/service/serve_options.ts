@@ -82,20 +82,13 @@ export function generateOptionsFromConfig(config: Pick<ServiceConfig, "generatio
 
 /** What `createSource` takes for one configured camera; `drops` is where its dropped frames are counted. */
 export function sourceOptionsFromConfig(camera: CameraConfig, drops: { readonly dropped: number }): CreateSourceOptions {
-  const common = { camera: camera.name, decoder: camera.decoder, stallTimeoutS: camera.stallTimeoutS, drops };
-  const s = camera.source;
-  switch (s.type) {
-    case "file":
-      return { ...common, type: "file", path: s.path, loop: s.loop, ...(s.fps !== undefined ? { fps: s.fps } : {}) };
-    case "folder":
-      return { ...common, type: "folder", path: s.path, loop: s.loop, fps: s.fps };
-    case "rtsp":
-      return { ...common, type: "rtsp", url: s.url, transport: s.transport };
-    case "v4l2":
-      return { ...common, type: "v4l2", device: s.device, format: s.format, width: s.width, height: s.height, fps: s.fps };
-    case "csi":
-      return { ...common, type: "csi", sensorId: s.sensorId, width: s.width, height: s.height, fps: s.fps };
-    case "http":
-      return { ...common, type: "http", url: s.url, intervalS: s.intervalS };
-  }
+  return {
+    ...camera.source,
+    camera: camera.name,
+    decoder: camera.decoder,
+    stallTimeoutS: camera.stallTimeoutS,
+    ...(camera.backoff !== undefined ? { backoff: camera.backoff } : {}),
+    ...(camera.maxFrameBytes !== undefined ? { maxFrameBytes: camera.maxFrameBytes } : {}),
+    drops,
+  };
 }
