@@ -6,6 +6,7 @@
 import { readFileSync, statSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { FlorenceError } from "../errors.ts";
+import { isRecord } from "../validate.ts";
 import { PRECISIONS, type Precision } from "../florence/model_files.ts";
 import { isTaskToken, TASKS } from "../florence/tasks.ts";
 import { maskUrl } from "./redact.ts";
@@ -96,13 +97,10 @@ function fail(path: string, message: string, fix?: string): never {
   throw new FlorenceError("CONFIG_INVALID", `${path}: ${message}`, fix ? { fix } : {});
 }
 
-function isObject(value: unknown): value is Obj {
-  return value !== null && typeof value === "object" && !Array.isArray(value);
-}
 
 function object(value: unknown, path: string): Obj {
   if (value === undefined || value === null) return {};
-  if (!isObject(value)) fail(path, `must be a mapping, got ${JSON.stringify(value)}`);
+  if (!isRecord(value)) fail(path, `must be a mapping, got ${JSON.stringify(value)}`);
   return value;
 }
 
@@ -333,8 +331,8 @@ export function buildServiceConfig(document: unknown, flags: ServeFlags, env: Re
   if (flags.source !== undefined || flags.camera !== undefined || flags.task !== undefined) {
     // the single-camera flags: --source/--camera/--task describe one camera (replacing the file's list)
     const existing = Array.isArray(camerasRaw) ? (camerasRaw as unknown[]) : [];
-    const named = flags.camera !== undefined ? existing.find((c) => isObject(c) && c["name"] === flags.camera) : existing.length === 1 ? existing[0] : undefined;
-    const base: Obj = isObject(named) ? { ...named } : {};
+    const named = flags.camera !== undefined ? existing.find((c) => isRecord(c) && c["name"] === flags.camera) : existing.length === 1 ? existing[0] : undefined;
+    const base: Obj = isRecord(named) ? { ...named } : {};
     if (flags.camera !== undefined) base["name"] = flags.camera;
     base["name"] ??= "camera";
     if (flags.source !== undefined) base["source"] = flags.source;
