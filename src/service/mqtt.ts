@@ -93,36 +93,6 @@ export interface MqttCounters {
   commands_rejected: number;
 }
 
-export interface MqttCounters {
-  state: MqttLinkState;
-  protocol_version: 4 | 5 | null;
-  /** How infer requests name their reply topic: MQTT 5 properties, or only the JSON body's response_topic. */
-  request_response: "mqtt5" | "body-field" | "unknown";
-  /** Messages written (QoS 0) or acknowledged (QoS 1/2). */
-  published: number;
-  /** Dropped from the full queue while disconnected (the oldest first). */
-  dropped_offline: number;
-  /** Dropped from the full queue while connected: the broker or network is slower than the results. */
-  dropped_backpressure: number;
-  /** Larger than the broker's maximum packet size. */
-  dropped_too_large: number;
-  /** Publishes that failed for the message itself and are not retried: an MQTT 5 error reason code from the
-   * broker (not authorized, quota exceeded…) or a packet the client could not write. */
-  publish_failed: number;
-  queued: number;
-  queued_bytes: number;
-  in_flight: number;
-  in_flight_bytes: number;
-  connect_attempts: number;
-  /** Successful connections after the first. */
-  reconnects: number;
-  disconnects: number;
-  /** The delay before the next connection attempt while offline, else null. */
-  next_retry_ms: number | null;
-  commands_ok: number;
-  commands_rejected: number;
-}
-
 const JSON_PROPERTIES = { contentType: "application/json" } as const;
 const JPEG_PROPERTIES = { contentType: "image/jpeg" } as const;
 
