@@ -36,7 +36,7 @@ import { Florence2, type GenerateOptions, type TaskResult, type VisionFeatures }
 import type { RgbImage } from "../src/florence/image.ts";
 import { isTaskToken, TASKS } from "../src/florence/tasks.ts";
 import { type EmbeddedBroker, startBroker } from "../src/service/broker.ts";
-import type { TaskSchedule } from "../src/service/config.ts";
+import type { TaskSchedule } from "../src/service/service_config.ts";
 import { LatestFrame, waitForAnyFrame } from "../src/service/latest.ts";
 import { CameraLoop, type EncodedFrame, type InferenceModel } from "../src/service/loop.ts";
 import { WorkerModel } from "../src/service/worker_model.ts";

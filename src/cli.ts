@@ -182,7 +182,7 @@ const SERVE_FLAGS: Record<string, FlagSpec> = {
 
 async function cmdServe(argv: string[]): Promise<number> {
   const { flags } = parseFlags("serve", argv, SERVE_FLAGS);
-  const { loadServiceConfig } = await import("./service/config.ts");
+  const { loadServiceConfig } = await import("./service/service_config.ts");
   const { serve } = await import("./service/serve.ts");
   const env = environmentVariables();
   const config = loadServiceConfig(
