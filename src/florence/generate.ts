@@ -8,7 +8,7 @@
  * near-ties resolve as they do in PyTorch.
  */
 import { describeValue, FlorenceError } from "../errors.ts";
-import type { DecoderStep } from "./decoder.ts";
+import type { DecoderStep } from "../engine/engine.ts";
 
 export type EarlyStopping = boolean | "never";
 

@@ -20,7 +20,7 @@ import { isFlorenceError } from "../../src/errors.ts";
 import { CudaRuntime } from "../../src/engine/tensorrt/cuda.ts";
 import { engineDirName } from "../../src/engine/tensorrt/manifest.ts";
 import { TensorRtEngine, type TensorRtOptions } from "../../src/engine/tensorrt/runtime.ts";
-import type { DecoderStep } from "../../src/florence/decoder.ts";
+import type { DecoderStep } from "../../src/engine/engine.ts";
 import { decoderPlans, type StandinPlan, standinOnGpu, writeStandinEngines } from "../support/trt_standin.ts";
 import { rejectsCode } from "../support/errors.ts";
 import { seededRandom } from "../support/random.ts";
