@@ -19,7 +19,7 @@ import { PAST_KEY_VALUES, PRESENT } from "../kv_cache.ts";
 import type { CudaStream, DeviceBuffer } from "./cuda.ts";
 import type { Pointer } from "./ffi.ts";
 import { decoderSpec } from "./decoder_spec.ts";
-import { type CacheTensor, type DecoderWorkspace, type DecoderWorkspaces, type StepContexts } from "./decoder_workspace.ts";
+import { type DecoderWorkspace, type DecoderWorkspaces, type StepContexts } from "./decoder_workspace.ts";
 import { type EngineShared, REBUILD, type TensorRtGraph, type TrtContext } from "./graph.ts";
 
 export class TensorRtDecoder implements DecoderStep {
