@@ -83,7 +83,6 @@ if (!availability.ok) {
       return { results, lines, stats: (model.engine as TensorRtEngine).stats() };
     } finally {
       await model.dispose();
-      await model.engine.dispose();
     }
   }
 

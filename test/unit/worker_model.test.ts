@@ -47,7 +47,6 @@ test("results equal the model's on this thread, for bytes and for RGB frames", a
   } finally {
     await worker.dispose();
     await local.dispose();
-    await local.engine.dispose();
   }
 });
 
@@ -110,7 +109,6 @@ test("the event loop keeps turning during inference in the worker, and does not 
   } finally {
     await worker.dispose();
     await local.dispose();
-    await local.engine.dispose();
   }
 });
 
