@@ -53,10 +53,10 @@ export interface GenerationKwargs {
 // Configuration
 
 /** HF's `GenerationConfig._get_default_generation_params()` for the keys used here. */
-export const DEFAULT_MAX_LENGTH = 20;
+const DEFAULT_MAX_LENGTH = 20;
 
 /** Keys that select behaviour this implementation does not have: refused unless they hold their no-op value. */
-export const UNSUPPORTED: Record<string, (value: unknown) => boolean> = {
+const UNSUPPORTED: Record<string, (value: unknown) => boolean> = {
   do_sample: (v) => v === true,
   num_return_sequences: (v) => v !== 1,
   repetition_penalty: (v) => v !== 1,
@@ -83,7 +83,7 @@ export const UNSUPPORTED: Record<string, (value: unknown) => boolean> = {
 };
 
 /** Keys HF accepts that do not change greedy or beam-search output (sampling knobs, output flags, metadata). */
-export const WITHOUT_EFFECT = new Set([
+const WITHOUT_EFFECT = new Set([
   "temperature", "top_k", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff", "use_cache",
   "cache_implementation", "cache_config", "max_cache_len", "output_scores", "output_logits", "output_attentions",
   "output_hidden_states", "return_dict_in_generate", "transformers_version", "_from_model_config", "_commit_hash",
@@ -91,34 +91,34 @@ export const WITHOUT_EFFECT = new Set([
   "target_lookbehind", "is_assistant", "compile_config", "disable_compile", "low_memory", "prefill_chunk_size",
 ]);
 
-export const SUPPORTED = new Set([
+const SUPPORTED = new Set([
   "max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "length_penalty", "early_stopping",
   "no_repeat_ngram_size", "forced_bos_token_id", "forced_eos_token_id", "eos_token_id", "pad_token_id", "bos_token_id",
   "decoder_start_token_id",
 ]);
 
-export interface Origin {
+interface Origin {
   /** Where a value came from, for messages: the generation_config.json path or "generate option". */
   where: string;
   fix: string;
 }
 
-export function invalid(origin: Origin, key: string, expected: string, value: unknown): FlorenceError {
+function invalid(origin: Origin, key: string, expected: string, value: unknown): FlorenceError {
   return new FlorenceError("INVALID_ARGUMENT", `${origin.where}: ${key} must be ${expected}, got ${describeValue(value)}`, { fix: origin.fix });
 }
 
-export function integerAtLeast(origin: Origin, key: string, value: unknown, min: number): number {
+function integerAtLeast(origin: Origin, key: string, value: unknown, min: number): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < min) {
     throw invalid(origin, key, min === 0 ? "a non-negative integer" : `an integer >= ${min}`, value);
   }
   return value;
 }
 
-export function tokenId(origin: Origin, key: string, value: unknown): number {
+function tokenId(origin: Origin, key: string, value: unknown): number {
   return integerAtLeast(origin, key, value, 0);
 }
 
-export function tokenIds(origin: Origin, key: string, value: unknown): number[] {
+function tokenIds(origin: Origin, key: string, value: unknown): number[] {
   if (typeof value === "number") return [tokenId(origin, key, value)];
   if (!Array.isArray(value) || value.length === 0) throw invalid(origin, key, "a token id or a non-empty list of token ids", value);
   return value.map((v) => {
@@ -127,7 +127,7 @@ export function tokenIds(origin: Origin, key: string, value: unknown): number[] 
   });
 }
 
-export function asRecord(value: unknown, origin: Origin): Record<string, unknown> {
+function asRecord(value: unknown, origin: Origin): Record<string, unknown> {
   if (value === undefined || value === null) return {};
   if (typeof value !== "object" || Array.isArray(value)) {
     throw new FlorenceError("INVALID_ARGUMENT", `${origin.where}: expected a JSON object of generation settings, got ${describeValue(value)}`, { fix: origin.fix });

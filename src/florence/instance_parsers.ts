@@ -9,24 +9,24 @@ import { type ImageSizeLike, pyStripBounds } from "./tasks.ts";
 // ---------------------------------------------------------------------------------------------------------------
 // Parsers: instances hold bins (HF's ints before dequantisation) and the cleaned-text ranges they matched
 
-export interface BoxInstance {
+interface BoxInstance {
   label: string;
   bins: number[];
   /** Flat [start, end) pairs in the cleaned text: the label, then its <loc_N> tokens. */
   ranges: number[];
 }
-export interface GroundedInstance {
+interface GroundedInstance {
   label: string;
   boxes: BoxInstance[];
 }
-export interface PolygonInstance {
+interface PolygonInstance {
   label: string;
   polygons: number[][];
   ranges: number[];
 }
 
 /** The 4-loc boxes of `re.finditer(r"<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>", s[start:end])`. */
-export function findBoxes(s: string, start: number, end: number, label: string, labelStart: number, labelEnd: number): BoxInstance[] {
+function findBoxes(s: string, start: number, end: number, label: string, labelStart: number, labelEnd: number): BoxInstance[] {
   const boxes: BoxInstance[] = [];
   let i = start;
   while (i < end) {
@@ -67,7 +67,7 @@ export function parseBoxes(s: string, allowEmptyPhrase: boolean, banned: Readonl
   return instances;
 }
 
-export interface OcrInstance {
+interface OcrInstance {
   label: string;
   bins: number[];
   ranges: number[];
@@ -126,7 +126,7 @@ export function parseOcr(s: string, areaThreshold: number, size: ImageSizeLike):
 }
 
 // HF's area test: its "Shoelace" sum stops at range(4 - 1), leaving out the closing term; uses its int coordinates.
-export function passesAreaThreshold(bins: number[], size: ImageSizeLike, threshold: number): boolean {
+function passesAreaThreshold(bins: number[], size: ImageSizeLike, threshold: number): boolean {
   const x: number[] = [];
   const y: number[] = [];
   const perW = Math.fround(size.width / 1000);
@@ -172,13 +172,13 @@ export function parsePolygons(s: string, allowEmptyPhrase: boolean): PolygonInst
   return out;
 }
 
-export function indexWithin(s: string, token: string, start: number, end: number): number {
+function indexWithin(s: string, token: string, start: number, end: number): number {
   const at = s.indexOf(token, start);
   return at >= 0 && at + token.length <= end ? at : -1;
 }
 
 /** Groups of `re.finditer(r"<poly>(.*?)</poly>", s[start:end])` as flat pairs. */
-export function findPolyInstances(s: string, start: number, end: number, out: number[]): void {
+function findPolyInstances(s: string, start: number, end: number, out: number[]): void {
   let i = start;
   for (;;) {
     const open = indexWithin(s, "<poly>", i, end);
@@ -200,7 +200,7 @@ export function findPolyInstances(s: string, start: number, end: number, out: nu
  * end (or a final "\n"). A run followed by anything else fails from every start inside it, so the scan skips it.
  * Each match's bins, cut to an even count, become one polygon.
  */
-export function findPolygonRuns(s: string, start: number, end: number, polygons: number[][], ranges: number[]): void {
+function findPolygonRuns(s: string, start: number, end: number, polygons: number[][], ranges: number[]): void {
   let i = start;
   while (i < end) {
     i = s.indexOf("<", i);

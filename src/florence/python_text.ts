@@ -14,7 +14,7 @@ export interface CleanedText {
   offsets: Int32Array;
 }
 
-export function removeAllWithOffsets(text: string, offsets: Int32Array | null, needle: string, rawLength: number): CleanedText {
+function removeAllWithOffsets(text: string, offsets: Int32Array | null, needle: string, rawLength: number): CleanedText {
   let at = text.indexOf(needle);
   if (at < 0) return { text, offsets: offsets ?? identityOffsets(rawLength) };
   const parts: string[] = [];
@@ -38,7 +38,7 @@ export function removeAllWithOffsets(text: string, offsets: Int32Array | null, n
   return { text: out, offsets: map };
 }
 
-export function identityOffsets(length: number): Int32Array {
+function identityOffsets(length: number): Int32Array {
   const map = new Int32Array(length + 1);
   for (let i = 0; i <= length; i++) map[i] = i;
   return map;
@@ -74,11 +74,11 @@ export function removeTokensFast(raw: string, tokens: readonly string[]): string
 // Python `re` building blocks on UTF-16 strings
 
 export const LT = 0x3c; // <
-export const GT = 0x3e; // >
+const GT = 0x3e; // >
 export const NL = 0x0a;
 
 // First code point of every run of ten decimal digits (category Nd) in Unicode 15.0, Python 3.12's `\d`.
-export const DECIMAL_ZEROS = [
+const DECIMAL_ZEROS = [
   0x30, 0x660, 0x6f0, 0x7c0, 0x966, 0x9e6, 0xa66, 0xae6, 0xb66, 0xbe6, 0xc66, 0xce6, 0xd66, 0xde6, 0xe50, 0xed0, 0xf20,
   0x1040, 0x1090, 0x17e0, 0x1810, 0x1946, 0x19d0, 0x1a80, 0x1a90, 0x1b50, 0x1bb0, 0x1c40, 0x1c50, 0xa620, 0xa8d0, 0xa900,
   0xa9d0, 0xa9f0, 0xaa50, 0xabf0, 0xff10, 0x104a0, 0x10d30, 0x11066, 0x110f0, 0x11136, 0x111d0, 0x112f0, 0x11450, 0x114d0,
@@ -87,7 +87,7 @@ export const DECIMAL_ZEROS = [
 ];
 
 /** Python `unicodedata.decimal(chr(cp))`, or -1 when `\d` does not match the code point. */
-export function decimalValue(cp: number): number {
+function decimalValue(cp: number): number {
   if (cp >= 0x30 && cp <= 0x39) return cp - 0x30;
   if (cp < 0x660) return -1;
   let lo = 0;
@@ -143,7 +143,7 @@ export function matchPolygonItem(s: string, at: number, end: number): number {
   return -1;
 }
 
-export type ItemMatcher = (s: string, at: number, end: number) => number;
+type ItemMatcher = (s: string, at: number, end: number) => number;
 
 /**
  * `re.findall` of `[^<]+(?:ITEM){4,}` (withText) or `(?:ITEM){4,}` over s, as flat [start, end) pairs.

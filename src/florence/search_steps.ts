@@ -25,7 +25,7 @@ export interface GenerationOutput {
 export const fround = Math.fround;
 export const NEG_1E9 = -1e9; // exact in float32
 
-export interface Processors {
+interface Processors {
   ngram: number;
   minLength: number;
   eos: Int32Array;
