@@ -6,7 +6,7 @@
 
 // Whitespace as Oniguruma's Unicode `\s` (what the tokenizers library's GPT-2 regex uses): it includes U+0085 and
 // excludes U+FEFF, unlike JavaScript's `\s`.
-export const WS = "\\t\\n\\v\\f\\r\\u0085\\p{Zs}\\u2028\\u2029";
+const WS = "\\t\\n\\v\\f\\r\\u0085\\p{Zs}\\u2028\\u2029";
 export const BYTE_LEVEL_PATTERN = `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^${WS}\\p{L}\\p{N}]+|[${WS}]+(?![^${WS}])|[${WS}]+`;
 
 // Rust regex `\w` (Unicode), which decides where a single_word added token may match.

@@ -23,11 +23,11 @@ import {
   type NodeProto,
   newNode,
   parseModel,
-  serializeModel,
   sparseTensorName,
   type TensorProto,
   type ValueInfo,
 } from "./proto.ts";
+import { serializeModel } from "./proto_writer.ts";
 
 export interface SplitDecoderOptions {
   /**
