@@ -14,6 +14,16 @@ const MAX_FILE_LINES = 600;
 const MAX_FUNCTION_LINES = 120;
 /** Where the size limits are enforced here (the service and CLI are being split by their own change). */
 const SIZED = /^src\/(engine|florence)\/|^src\/timing\.ts$/;
+/**
+ * Over the limits today and not yet split (issue 11, item 9, left for a follow-up): each entry names what to split.
+ * Remove an entry once its file or function fits; the test fails on anything over the limits not listed here.
+ */
+const NOT_YET_SPLIT = new Set([
+  "src/florence/tokenizer.ts", // the Tokenizer class: its added-token trie and its file parsing belong in modules of their own
+  "src/florence/tokenizer.ts constructor", // reads tokenizer.json / tokenizer_config.json: to become a parser returning plain tables
+  "src/florence/beam_search.ts beamSearch", // HF's _beam_search loop: the finished-hypotheses bookkeeping can move out
+  "src/florence/generation_config.ts resolveGenerationConfig", // 123 lines: the key-by-key reads can become a table
+]);
 /** Base names shared today outside this check's reach: the service restructuring renames them (issue 11, item 2). */
 const SHARED_NAMES_ALLOWED = new Set(["commands.ts", "config.ts"]);
 
@@ -109,12 +119,20 @@ test(`src/engine, src/florence and src/timing.ts: files under ${MAX_FILE_LINES} 
   for (const [file, source] of sources) {
     if (!SIZED.test(file)) continue;
     const lines = source.split("\n").length;
-    if (lines > MAX_FILE_LINES) tooLong.push(`${file}: ${lines} lines`);
+    if (lines > MAX_FILE_LINES && !NOT_YET_SPLIT.has(file)) tooLong.push(`${file}: ${lines} lines`);
     for (const span of functionSpans(source)) {
-      if (span.lines > MAX_FUNCTION_LINES && !/^\/\/ long:|^\* long:|long: /.test(span.comment)) tooLong.push(`${file}:${span.start} ${span.name}: ${span.lines} lines`);
+      if (span.lines > MAX_FUNCTION_LINES && !/^\/\/ long:|^\* long:|long: /.test(span.comment) && !NOT_YET_SPLIT.has(`${file} ${span.name}`)) tooLong.push(`${file}:${span.start} ${span.name}: ${span.lines} lines`);
     }
   }
   assert.equal(tooLong, []);
+  // and the list only shrinks: an entry whose file or function now fits must go
+  const stillLong = new Set<string>();
+  for (const [file, source] of sources) {
+    if (!SIZED.test(file)) continue;
+    if (source.split("\n").length > MAX_FILE_LINES) stillLong.add(file);
+    for (const span of functionSpans(source)) if (span.lines > MAX_FUNCTION_LINES) stillLong.add(`${file} ${span.name}`);
+  }
+  assert.equal([...NOT_YET_SPLIT].filter((entry) => !stillLong.has(entry)), [], "entries of NOT_YET_SPLIT that now fit");
 });
 
 test.run();
