@@ -32,10 +32,10 @@ import {
   newNode,
   newTensor,
   parseModel,
-  serializeModel,
   tensorAttribute,
   tensorTypeOf,
 } from "../src/engine/onnx/proto.ts";
+import { serializeModel } from "../src/engine/onnx/proto_writer.ts";
 import { forEachTensor, splitMergedDecoderModel } from "../src/engine/onnx/split.ts";
 import { FlorenceError, isFlorenceError } from "../src/errors.ts";
 import { locateModelFiles, type ModelFiles } from "../src/florence/model_files.ts";

@@ -1,5 +1,5 @@
 /**
- * A stand-in for libnvinfer, for running the TensorRT backend (runtime.ts, graph.ts, decoder.ts) on a machine that
+ * A stand-in for libnvinfer, for running the TensorRT backend (runtime.ts, graph.ts, tensorrt_decoder.ts) on a machine that
  * has CUDA but no TensorRT (TensorRT cannot be installed where this project is developed).
  *
  * It is TensorRT's ABI as abi.ts states it, nothing more: libnvinfer's two C entry points (standin_nvinfer.c), the

@@ -31,7 +31,8 @@ import {
   toMixedPrecision,
 } from "../../scripts/build-engines.ts";
 import { type Tensor, tensor } from "../../src/engine/engine.ts";
-import { DataType, type ModelProto, newNode, newTensor, parseModel, serializeModel, type ValueInfo } from "../../src/engine/onnx/proto.ts";
+import { DataType, type ModelProto, newNode, newTensor, parseModel, type ValueInfo } from "../../src/engine/onnx/proto.ts";
+import { serializeModel } from "../../src/engine/onnx/proto_writer.ts";
 import { splitMergedDecoderModel } from "../../src/engine/onnx/split.ts";
 import { OnnxRuntimeEngine } from "../../src/engine/onnxruntime/onnxruntime.ts";
 import { isFlorenceError } from "../../src/errors.ts";

@@ -14,7 +14,7 @@ import { FlorenceError } from "../../errors.ts";
 import { type AbiTable, selfCheckFailure } from "./abi.ts";
 import type { CudaRuntime, CudaStream, DeviceBuffer, PinnedBuffer } from "./cuda.ts";
 import { allocDims, type ApivMethods, bindApivObject, callAsync, createNativeLogger, dimsToArray, type NativeDims, type NativeLogger, type Pointer, readPointer, wrapperDeleter } from "./ffi.ts";
-import type { TensorRtLibrary } from "./runtime.ts";
+import type { TensorRtLibrary } from "./library.ts";
 
 export const REBUILD = "npm run build:engines -- --model";
 
