@@ -34,7 +34,7 @@ import type { MachineInfo } from "../src/engine/tensorrt/runtime.ts";
 import { FlorenceError, isFlorenceError } from "../src/errors.ts";
 import type { Florence2, TaskResult } from "../src/florence/florence2.ts";
 import { loadFlorence } from "../src/mod.ts";
-import { bundledModelDir, packageRoot } from "../src/paths.ts";
+import { demoModelDir, packageRoot } from "../src/paths.ts";
 import { firstDifference, round } from "./bench-vs-transformersjs.ts";
 import { type BuildEnginesResult, buildEngines, detectGpu, detectTensorRT, findTrtexec, type GpuInfo, JETPACK_TRTEXEC, type TensorRTVersion } from "./build-engines.ts";
 
@@ -541,7 +541,7 @@ const STEPS = 5;
 async function run(options: HardwareTestOptions, startedAt: string, say: (line: string) => void): Promise<HardwareReport> {
   const runtimeEnv = readEnvironment();
   const config = JSON.parse(readFileSync(join(options.model, "config.json"), "utf8")) as Record<string, unknown>;
-  const modelSize = modelSizeOf(config, { bundledFixture: resolve(options.model) === resolve(bundledModelDir()) });
+  const modelSize = modelSizeOf(config, { bundledFixture: resolve(options.model) === resolve(demoModelDir()) });
   const report: HardwareReport = {
     schema: 1,
     startedAt,

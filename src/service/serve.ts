@@ -1,7 +1,7 @@
 /**
  * `florence-edge serve`: cameras → newest frame → Florence-2 (one vision pass per frame) → MQTT, with systemd
  * notify/watchdog, stats and Prometheus metrics. With nothing configured it runs on embedded defaults: an in-process
- * broker on localhost, the bundled tiny model and a bundled clip, printing what it publishes.
+ * broker on localhost, the bundled demo model and clip, printing what it publishes.
  */
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -13,7 +13,7 @@ import { FlorenceError } from "../errors.ts";
 import type { TaskResult, VisionFeatures } from "../florence/florence2.ts";
 import { renderSnapshot } from "../florence/image.ts";
 import { loadFlorence } from "../mod.ts";
-import { bundledModelDir, packageRoot } from "../paths.ts";
+import { demoClip, demoImagesDir, demoModelDir } from "../paths.ts";
 import { type EmbeddedBroker, startBroker } from "./broker.ts";
 import { applySetCommand } from "./commands.ts";
 import type { CameraConfig, ServiceConfig, SourceConfig, TaskSchedule } from "./config.ts";
@@ -47,7 +47,7 @@ export interface ServeOptions {
   log?: Logger;
 }
 
-export const BUNDLED_CLIP = () => join(packageRoot(), "assets", "demo-clip.mp4");
+export const BUNDLED_CLIP = demoClip;
 
 function hasExecutable(name: string): boolean {
   const dirs = (process.env["PATH"] ?? "").split(":");
@@ -59,7 +59,7 @@ export function embeddedCamera(): CameraConfig {
   const clip = BUNDLED_CLIP();
   const source: SourceConfig = hasExecutable("ffmpeg") && existsSync(clip)
     ? { type: "file", path: clip, loop: true, fps: 2 }
-    : { type: "folder", path: join(bundledModelDir(), "reference", "images"), loop: true, fps: 1 };
+    : { type: "folder", path: demoImagesDir(), loop: true, fps: 1 };
   return {
     name: "demo",
     source,
@@ -144,8 +144,8 @@ export async function serve(config: ServiceConfig, options: ServeOptions): Promi
   try {
     const metrics = new ServiceMetrics({ info: { version: "0.1.0" } });
     // model
-    const modelPath = config.model.path ?? bundledModelDir();
-    if (config.model.path === undefined) log.warn("no model configured: using the bundled tiny random-weight model (its output is meaningless)", { model: modelPath, fix: "set model.path in the config or pass --model DIR" });
+    const modelPath = config.model.path ?? demoModelDir();
+    if (config.model.path === undefined) log.warn("no model configured: using the bundled demo model", { model: modelPath, fix: "set model.path in the config or pass --model DIR" });
     const open = {
       env: options.env,
       backend: config.model.backend,
