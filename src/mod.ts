@@ -66,7 +66,7 @@ export async function createEngine(
   }
   if (choice === "tensorrt") {
     throw new FlorenceError("ENGINE_UNAVAILABLE", `the TensorRT backend cannot run: ${reason}`, {
-      fix: "build engines for this GPU with `npm run build:engines -- --model DIR`, or use --backend onnxruntime",
+      fix: "build engines for this GPU with `florence-edge build-engines --model DIR`, or use --backend onnxruntime",
     });
   }
   const engine = new OnnxRuntimeEngine(options.threads ? { intraOpThreads: options.threads } : {});

@@ -292,14 +292,25 @@ function ocrAreaThreshold(options: PostProcessOptions): number {
   return typeof value === "number" && Number.isFinite(value) ? value : 0;
 }
 
+/** The image size a task with coordinates needs; text tasks take none, like HF's `image_size=None`. */
+function requireImageSize(imageSize: ImageSizeLike | undefined, task: string): ImageSizeLike {
+  if (imageSize === undefined) {
+    throw new FlorenceError("INVALID_ARGUMENT", `postprocess: ${task} gives coordinates, so it needs the original image's size`, {
+      fix: "pass the image's { width, height } in pixels (only text tasks such as <CAPTION> and <OCR> work without it)",
+    });
+  }
+  return imageSize;
+}
+
 /**
- * HF `Florence2Processor.post_process_generation(text, task=task, image_size=(width, height))`.
+ * HF `Florence2Processor.post_process_generation(text, task=task, image_size=(width, height))`. Text tasks need no
+ * image size (HF returns the text with image_size=None); tasks with coordinates do.
  * Never throws for any `text`; an unknown task is FlorenceError UNKNOWN_TASK, bad options INVALID_ARGUMENT.
  */
-export function postProcessGeneration(text: string, task: string, imageSize: ImageSizeLike, options: PostProcessOptions = {}): PostProcessResult {
+export function postProcessGeneration(text: string, task: string, imageSize?: ImageSizeLike, options: PostProcessOptions = {}): PostProcessResult {
   const spec = taskSpec(task);
   const { coordinates, format } = readOptions(options);
-  checkImageSize(imageSize);
+  if (imageSize !== undefined) checkImageSize(imageSize);
   const raw = typeof text === "string" ? text : String(text ?? "");
   const wantScores = options.scores ?? options.tokens !== undefined;
   if (wantScores && options.tokens === undefined) {
@@ -308,7 +319,6 @@ export function postProcessGeneration(text: string, task: string, imageSize: Ima
     });
   }
   const tokens = wantScores ? options.tokens! : undefined;
-  const dq = dequantizer(coordinates, imageSize);
   const token = spec.token as TaskToken;
   const parseType = TASKS[token].parseType as ParseType;
 
@@ -331,6 +341,8 @@ export function postProcessGeneration(text: string, task: string, imageSize: Ima
     return score === undefined ? { [token]: answer } : { [token]: answer, score };
   }
 
+  const size = requireImageSize(imageSize, token);
+  const dq = dequantizer(coordinates, size);
   const cleaned = tokens ? cleanGeneratedText(raw) : { text: removeTokensFast(raw, PARSER_REMOVED), offsets: new Int32Array(0) };
   const s = cleaned.text;
   const scorer = tokens ? makeTokenScorer(raw, cleaned, tokens) : null;
@@ -355,7 +367,7 @@ export function postProcessGeneration(text: string, task: string, imageSize: Ima
       return { [token]: answer };
     }
     case "ocr": {
-      const instances = parseOcr(s, ocrAreaThreshold(options), imageSize);
+      const instances = parseOcr(s, ocrAreaThreshold(options), size);
       const answer: OcrAnswer = { quad_boxes: instances.map((i) => toCoordinates(i.bins, dq)), labels: instances.map((i) => i.label) };
       if (scorer) answer.scores = instances.map((i) => scorer.score(i.ranges));
       if (format === "nvidia") return { [token]: nvidiaAnswer(content, [], answer.quad_boxes, answer.labels, [], answer.scores) };

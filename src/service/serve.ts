@@ -1,7 +1,7 @@
 /**
  * `florence-edge serve`: cameras → newest frame → Florence-2 (one vision pass per frame) → MQTT, with systemd
  * notify/watchdog, stats and Prometheus metrics. With nothing configured it runs on embedded defaults: an in-process
- * broker on localhost, the bundled tiny model and a bundled clip, printing what it publishes.
+ * broker on localhost, the bundled demo model and clip, printing what it publishes.
  */
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -13,7 +13,7 @@ import { FlorenceError } from "../errors.ts";
 import type { TaskResult, VisionFeatures } from "../florence/florence2.ts";
 import { renderSnapshot } from "../florence/image.ts";
 import { loadFlorence } from "../mod.ts";
-import { bundledModelDir, packageRoot } from "../paths.ts";
+import { demoClip, demoImagesDir, demoModelDir } from "../paths.ts";
 import { type EmbeddedBroker, startBroker } from "./broker.ts";
 import type { MqttCommandHandlers } from "./command_router.ts";
 import { applySetCommand } from "./commands.ts";
@@ -49,7 +49,7 @@ export interface ServeOptions {
   log?: Logger;
 }
 
-export const BUNDLED_CLIP = () => join(packageRoot(), "assets", "demo-clip.mp4");
+export const BUNDLED_CLIP = demoClip;
 
 function hasExecutable(name: string): boolean {
   const dirs = (process.env["PATH"] ?? "").split(":");
@@ -61,7 +61,7 @@ export function embeddedCamera(): CameraConfig {
   const clip = BUNDLED_CLIP();
   const source: SourceConfig = hasExecutable("ffmpeg") && existsSync(clip)
     ? { type: "file", path: clip, loop: true, fps: 2 }
-    : { type: "folder", path: join(bundledModelDir(), "reference", "images"), loop: true, fps: 1 };
+    : { type: "folder", path: demoImagesDir(), loop: true, fps: 1 };
   return {
     name: "demo",
     source,
@@ -94,8 +94,8 @@ async function readTls(tls: ServiceConfig["mqtt"]["tls"]): Promise<{ ca?: string
 
 /** Loads the model in a worker (default) or on this thread, as one object with one dispose. */
 async function loadServiceModel(config: ServiceConfig, env: RuntimeEnvironment, log: Logger): Promise<ServiceModel> {
-  const modelPath = config.model.path ?? bundledModelDir();
-  if (config.model.path === undefined) log.warn("no model configured: using the bundled tiny random-weight model (its output is meaningless)", { model: modelPath, fix: "set model.path in the config or pass --model DIR" });
+  const modelPath = config.model.path ?? demoModelDir();
+  if (config.model.path === undefined) log.warn("no model configured: using the bundled demo model", { model: modelPath, fix: "set model.path in the config or pass --model DIR" });
   const open = modelOptionsFromConfig(config.model, env, (line: string) => log.info(line));
   // ONNX Runtime's Node binding runs sessions on the calling thread: in a worker, a vision pass no longer holds up
   // MQTT keep-alives, commands, source pipes and the watchdog

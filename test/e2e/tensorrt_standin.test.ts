@@ -202,7 +202,7 @@ if (!availability.ok) {
       } catch (e) {
         error = e;
       }
-      assert.ok(isFlorenceError(error, "ENGINE_INPUT_INVALID") && /15 past positions/.test((error as Error).message) && /build:engines/.test(error.fix ?? ""), String(error));
+      assert.ok(isFlorenceError(error, "ENGINE_INPUT_INVALID") && /15 past positions/.test((error as Error).message) && /florence-edge build-engines/.test(error.fix ?? ""), String(error));
       await decoder.dispose();
       await rejectsCode(decoder.next(Int32Array.of(1)), "DISPOSED", /disposed/);
     } finally {

@@ -479,7 +479,7 @@ export function standinOnGpu(cuda: CudaRuntime, options: { bySoname?: boolean } 
   return { library, standin, trt: loaded.trt, machine: describeMachine(cuda, loaded.trt) };
 }
 
-/** An engine folder as build:engines writes it, for the stand-in: one .plan per graph and a manifest for `machine`. */
+/** An engine folder as build-engines writes it, for the stand-in: one .plan per graph and a manifest for `machine`. */
 export function writeStandinEngines(dir: string, plans: Record<string, StandinPlan>, machine: MachineInfo, modelId: string): void {
   mkdirSync(dir, { recursive: true });
   const graphs: Record<string, unknown> = {};

@@ -1,5 +1,5 @@
 /**
- * The engine folder contract between `npm run build:engines` (scripts/build-engines.ts writes it) and the TensorRT
+ * The engine folder contract between `florence-edge build-engines` (src/engine_build/ writes it) and the TensorRT
  * backend (runtime.ts reads it): the folder name a GPU and TensorRT version map to, and manifest.json. One type and
  * one validator, so that the two sides cannot drift apart.
  *
@@ -71,11 +71,11 @@ function invalid(path: string, message: string, rebuild: string): FlorenceError 
 }
 
 /** Validates what the runtime relies on in a parsed manifest.json; errors name the offending field. */
-export function parseManifest(value: unknown, path: string, rebuild = "npm run build:engines -- --model DIR"): EngineManifest {
+export function parseManifest(value: unknown, path: string, rebuild = "florence-edge build-engines --model DIR"): EngineManifest {
   const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
   const fail = (message: string) => invalid(path, message, rebuild);
   if (!isObject(value)) throw fail("must be a JSON object");
-  if (value["schema"] !== MANIFEST_SCHEMA) throw fail(`schema must be ${MANIFEST_SCHEMA}, got ${JSON.stringify(value["schema"])} (written by another version of build:engines)`);
+  if (value["schema"] !== MANIFEST_SCHEMA) throw fail(`schema must be ${MANIFEST_SCHEMA}, got ${JSON.stringify(value["schema"])} (written by another version of build-engines)`);
   const model = value["model"];
   if (!isObject(model) || typeof model["id"] !== "string") throw fail(`model must be {"id": string, …}, got ${JSON.stringify(model)}`);
   const trt = value["tensorrt"];

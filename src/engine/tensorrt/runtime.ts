@@ -9,7 +9,7 @@
  * - `findEngines` / `openTensorRt` are what the backend choice (`--backend auto|tensorrt`) needs.
  *
  * Engines live in `<root>/<model-id>/<gpu>-sm<cc>-trt<version>/` (engineFolderName) with a manifest.json
- * (EngineManifest) written by `npm run build:engines`.
+ * (EngineManifest) written by `florence-edge build-engines`.
  */
 import { createHash } from "node:crypto";
 import { createReadStream, existsSync } from "node:fs";
@@ -362,7 +362,7 @@ export class TensorRtEngine implements Engine {
       const engineImpl = readPointer(engineWrapper, table.wrappers.ICudaEngine.implOffset);
       const engine = engineImpl === null ? undefined : bindApivObject("VCudaEngine", engineImpl, table);
       const engineCheck = selfCheckFailure(table, runtime.trt.version, [{ what: "VCudaEngine.getPImpl()", expected: engineImpl === null ? null : engineWrapper, actual: engine ? engine.getPImpl(engineImpl!) : null }]);
-      if (engineCheck || !engine) throw new FlorenceError("ENGINE_UNAVAILABLE", engineCheck!, { fix: "run `npm run check:trt-abi -- --include <TensorRT include dir>`" });
+      if (engineCheck || !engine) throw new FlorenceError("ENGINE_UNAVAILABLE", engineCheck!, { fix: "run `florence-edge check-trt-abi --include <TensorRT include dir>`" });
       const io = this.#introspect(name, planPath, engine, engineImpl!);
       const handle: EngineHandle = { wrapper: engineWrapper, impl: engineImpl!, methods: engine };
       const context = await createContext(this.#shared, handle, planPath);
