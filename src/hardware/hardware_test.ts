@@ -35,7 +35,7 @@ import { type Availability, detectEnvironment, type EnvironmentReport, missingPa
 import { usage } from "../cli_args.ts";
 import { FLAGS, type HardwareTestOptions, parseHardwareTestArgs } from "./options.ts";
 import { type CaseOutcome, classifyCases, describeDifference, errorText, type ParitySummary, type ReferenceCase, runParity, type Selection, type SkipReason, summarizeParity } from "./parity.ts";
-import { judgeTarget, type ModelSize, modelSizeOf, TARGETS, type TargetSelection, selectTarget, type Verdict } from "./targets.ts";
+import { judgeTarget, type ModelSize, modelSizeOf, TARGETS, type TargetSelection, selectTarget, type Verdict } from "./performance_targets.ts";
 
 export const TEST_HARDWARE_SUMMARY = "check the TensorRT path on this GPU: environment, engines, parity with HF, timings, targets";
 

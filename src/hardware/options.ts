@@ -5,7 +5,7 @@ import { type FlagSpec, parseFlags } from "../cli_args.ts";
 import { JETPACK_TRTEXEC } from "../engine_build/detect.ts";
 import { FlorenceError } from "../errors.ts";
 import { demoImage, demoModelDir } from "../paths.ts";
-import type { TargetId } from "./targets.ts";
+import type { TargetId } from "./performance_targets.ts";
 
 export const FLAGS: Record<string, FlagSpec> = {
   model: { kind: "string", help: "model folder (onnx-community layout); parity is checked where it has reference/generate.json (default the bundled demo model)" },

@@ -18,7 +18,7 @@ import { missingParts, skipLine } from "../../src/hardware/environment.ts";
 import { exitCodeFor } from "../../src/hardware/hardware_test.ts";
 import { FLAGS, parseHardwareTestArgs } from "../../src/hardware/options.ts";
 import { type CaseOutput, classifyCases, compareCase, type ReferenceCase, runParity, summarizeParity } from "../../src/hardware/parity.ts";
-import { judgeTarget, type ModelSize, modelSizeOf, selectTarget, TARGET_TOKENS } from "../../src/hardware/targets.ts";
+import { judgeTarget, type ModelSize, modelSizeOf, selectTarget, TARGET_TOKENS } from "../../src/hardware/performance_targets.ts";
 import { demoImage, demoModelDir } from "../../src/paths.ts";
 import { CudaRuntime } from "../../src/engine/tensorrt/cuda.ts";
 import { tryLoadTensorRt } from "../../src/engine/tensorrt/runtime.ts";
