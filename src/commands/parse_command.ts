@@ -8,6 +8,7 @@ import process from "node:process";
 import { type Command, type FlagSpec, type FlagValues, parseFlags, requireFlag } from "../cli_args.ts";
 import { FlorenceError } from "../errors.ts";
 import { DEFAULT_BANNED_GROUNDING_PHRASES, type PostProcessOptions, postProcessGeneration } from "../florence/postprocess.ts";
+import { isRecord } from "../validate.ts";
 import { type Coordinates, TASK_FLAGS } from "./model_flags.ts";
 
 const FLAGS: Record<string, FlagSpec> = {
@@ -33,9 +34,6 @@ export function parseImageSize(value: string): { width: number; height: number }
   return { width, height };
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 /** A processor_config.json's post_processor_config, or the file itself when it is one. */
 function readPostProcessorConfig(path: string): Record<string, unknown> {

@@ -15,6 +15,7 @@
  * exp(mean log-prob) of the tokens whose text overlaps the instance's matched text (its label and its <loc_N>s).
  */
 import { FlorenceError, describeValue } from "../errors.ts";
+import { isRecord } from "../validate.ts";
 import { type ImageSizeLike, type ParseType, type TaskToken, TASKS, pyStripBounds, taskSpec } from "./tasks.ts";
 import { hfIntCoordinate, parseBoxes, parseOcr, parsePolygons } from "./instance_parsers.ts";
 import { type CleanedText, PARSER_REMOVED, PURE_TEXT_REMOVED, cleanGeneratedText, removeTokensFast, removeTokensWithOffsets } from "./python_text.ts";
@@ -271,9 +272,6 @@ function checkImageSize(imageSize: ImageSizeLike): void {
   }
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 // HF: config.get("phrase_grounding", {}).get("banned_grounding_tokens", []); with no config, Microsoft's list.
 function bannedPhrases(options: PostProcessOptions): ReadonlySet<string> {

@@ -11,11 +11,9 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { FlorenceError, describeValue } from "../errors.ts";
+import { isRecord } from "../validate.ts";
 import { BYTE_LEVEL_PATTERN, MergeQueue, WORD_CHAR_AT_END, WORD_CHAR_AT_START, byteToCharTable, cleanUpTokenization, isWhiteSpace, writeUtf8 } from "./byte_level.ts";
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return value !== null && typeof value === "object" && !Array.isArray(value);
-}
 
 export interface DecodeOptions {
   /** Drop special tokens (`<s>`, `</s>`, `<pad>`, `<loc_N>`, …) as HF `skip_special_tokens=True` does. */
