@@ -32,8 +32,7 @@ async function run(argv: readonly string[]): Promise<number> {
     const requests = tasks.map((task) => ({ task, text: flags["text"] as string | undefined }));
     printResults(await model.infer(image, requests, generateOptions(flags)), flags["json"] === true);
   } finally {
-    await model.dispose();
-    await model.engine.dispose();
+    await model.dispose(); // and the engine it owns
   }
   return 0;
 }

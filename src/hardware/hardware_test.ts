@@ -213,8 +213,7 @@ async function checkParity(ctx: RunContext, refs: References): Promise<boolean> 
       try {
         outcomes.push(...(await runParity(model, options.model, selection, (id, outcome) => say(`  ${caseLine(id, outcome)}`))));
       } finally {
-        await model.dispose();
-        await model.engine.dispose();
+        await model.dispose(); // and the engine it owns
       }
     }
   }

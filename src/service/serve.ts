@@ -106,10 +106,7 @@ async function loadServiceModel(config: ServiceConfig, env: RuntimeEnvironment, 
     engine: local.engine,
     encodeImage: (image) => local.encodeImage(image),
     runTask: (vision, request, generate) => local.runTask(vision as VisionFeatures, request, generate),
-    dispose: async () => {
-      await local.dispose();
-      await local.engine.dispose();
-    },
+    dispose: () => local.dispose(), // the model owns its engine
   };
 }
 
