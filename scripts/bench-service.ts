@@ -28,6 +28,7 @@ import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import process from "node:process";
 import { connectAsync, type MqttClient } from "mqtt";
 import { quantile } from "../src/timing.ts";
+import { round } from "../src/bench.ts";
 import { readEnvironment } from "../src/config.ts";
 import { type FlagSpec, parseFlags, usage, runAsScript } from "../src/cli_args.ts";
 import { OnnxRuntimeEngine } from "../src/engine/onnxruntime/onnxruntime.ts";
@@ -36,7 +37,7 @@ import { Florence2, type GenerateOptions, type TaskResult, type VisionFeatures }
 import type { RgbImage } from "../src/florence/image.ts";
 import { isTaskToken, TASKS } from "../src/florence/tasks.ts";
 import { type EmbeddedBroker, startBroker } from "../src/service/broker.ts";
-import type { TaskSchedule } from "../src/service/config.ts";
+import type { TaskSchedule } from "../src/service/service_config.ts";
 import { LatestFrame, waitForAnyFrame } from "../src/service/latest.ts";
 import { CameraLoop, type EncodedFrame, type InferenceModel } from "../src/service/loop.ts";
 import { WorkerModel } from "../src/service/worker_model.ts";
@@ -125,10 +126,6 @@ export function parseServiceBenchArgs(argv: readonly string[], repoRoot: () => s
 // ---------------------------------------------------------------------------------------------------------------
 // Statistics
 
-export function round(value: number, digits = 2): number {
-  const f = 10 ** digits;
-  return Math.round(value * f) / f;
-}
 
 export interface Spread {
   median: number;

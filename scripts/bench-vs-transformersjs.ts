@@ -25,6 +25,8 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { type GraphRuns, quantile, runTimes } from "../src/timing.ts";
 import { packageRoot } from "../src/paths.ts";
+import { round } from "../src/bench.ts";
+import { firstDifference } from "../src/hardware/parity.ts";
 import { type FlagSpec, parseFlags, usage, runAsScript } from "../src/cli_args.ts";
 import { FlorenceError, describeValue } from "../src/errors.ts";
 import { Florence2, type GenerateOptions, type TaskResult } from "../src/florence/florence2.ts";
@@ -127,11 +129,6 @@ export interface Summary {
   runs: number;
 }
 
-export function round(value: number, digits = 2): number {
-  const f = 10 ** digits;
-  return Math.round(value * f) / f;
-}
-
 export function summarise(times: readonly number[]): Summary {
   return { median_ms: round(quantile(times, 0.5)), p90_ms: round(quantile(times, 0.9)), min_ms: round(Math.min(...times)), runs: times.length };
 }
@@ -143,12 +140,6 @@ export function stageMedians(samples: readonly Record<string, number>[]): Record
   return Object.fromEntries(keys.map((k) => [k, round(quantile(samples.map((s) => s[k]).filter((v): v is number => v !== undefined), 0.5))]));
 }
 
-/** The first position where two id sequences differ, or -1 when they are equal. */
-export function firstDifference(a: readonly number[], b: readonly number[]): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
-  return a.length === b.length ? -1 : n;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // The transformers.js model folder

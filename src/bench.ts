@@ -109,7 +109,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   return { ...report, summary };
 }
 
-function round(value: number, digits = 2): number {
+/** Rounds to `digits` decimals, for reports. */
+export function round(value: number, digits = 2): number {
   const f = 10 ** digits;
   return Math.round(value * f) / f;
 }

@@ -97,3 +97,13 @@ export function runAsScript(meta: ImportMeta, main: (argv: readonly string[]) =>
     },
   );
 }
+
+/** One `florence-edge` subcommand: its flags, one line for the overview, and what it does with its arguments. */
+export interface Command {
+  summary: string;
+  flags: Record<string, FlagSpec>;
+  /** Lines printed after the flag list by `--help`. */
+  notes?: string;
+  /** Resolves with the exit code; a FlorenceError it throws is printed as `CODE: message` (exit 2 for bad arguments). */
+  run(argv: readonly string[]): Promise<number>;
+}

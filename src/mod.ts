@@ -24,7 +24,7 @@ export { resolveGenerationConfig, generate, type GenerationConfig } from "./flor
 export { locateModelFiles, PRECISIONS, type ModelFiles, type Precision } from "./florence/model_files.ts";
 export { DEFAULT_HUB_MODEL, downloadModel } from "./florence/hub.ts";
 export { OnnxRuntimeEngine } from "./engine/onnxruntime/onnxruntime.ts";
-export type { Engine, Graph, Tensor } from "./engine/engine.ts";
+export type { DecoderLayout, DecoderOptions, DecoderStep, Engine, Graph, GraphLoadOptions, Tensor } from "./engine/engine.ts";
 export { readEnvironment, type RuntimeEnvironment } from "./config.ts";
 
 export type BackendChoice = "auto" | "onnxruntime" | "tensorrt";
@@ -32,7 +32,7 @@ export type BackendChoice = "auto" | "onnxruntime" | "tensorrt";
 /** How the TensorRT backend runs, where it is chosen: CUDA graphs for decoder steps, zero-copy, kept workspaces. */
 export type TensorRtTuning = Pick<TensorRtOptions, "cudaGraphs" | "zeroCopy" | "workspaces">;
 
-export interface OpenOptions extends Omit<LoadOptions, "engine"> {
+export interface OpenOptions extends Omit<LoadOptions, "engine" | "ownsEngine"> {
   env: RuntimeEnvironment;
   backend?: BackendChoice;
   threads?: number;
@@ -66,7 +66,7 @@ export async function createEngine(
   }
   if (choice === "tensorrt") {
     throw new FlorenceError("ENGINE_UNAVAILABLE", `the TensorRT backend cannot run: ${reason}`, {
-      fix: "build engines for this GPU with `npm run build:engines -- --model DIR`, or use --backend onnxruntime",
+      fix: "build engines for this GPU with `florence-edge build-engines --model DIR`, or use --backend onnxruntime",
     });
   }
   const engine = new OnnxRuntimeEngine(options.threads ? { intraOpThreads: options.threads } : {});
@@ -87,7 +87,10 @@ export async function resolveModelDir(model: string, env: RuntimeEnvironment, op
   });
 }
 
-/** Opens a Florence-2 model (folder or hub id) on the chosen backend. Dispose the model, then its engine. */
+/**
+ * Opens a Florence-2 model (folder or hub id) on the chosen backend. The model owns its engine: `dispose()` (or
+ * `await using`) releases the graphs, decoders and the engine below them; nothing else needs disposing.
+ */
 export async function loadFlorence(model: string = DEFAULT_HUB_MODEL, options: OpenOptions): Promise<Florence2> {
   const dir = await resolveModelDir(model, options.env, { ...(options.precision ? { precision: options.precision } : {}), ...(options.log ? { log: options.log } : {}) });
   const engine = await createEngine(options.backend ?? "auto", {
@@ -99,7 +102,7 @@ export async function loadFlorence(model: string = DEFAULT_HUB_MODEL, options: O
   });
   try {
     const { env: _env, backend: _backend, threads: _threads, log: _log, tensorrt: _tensorrt, ...load } = options;
-    return await Florence2.load(dir, { ...load, engine });
+    return await Florence2.load(dir, { ...load, engine, ownsEngine: true });
   } catch (error) {
     await engine.dispose();
     throw error;

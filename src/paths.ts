@@ -14,7 +14,30 @@ export function packageRoot(): string {
   return process.cwd();
 }
 
-/** The tiny random-weight model the repository ships for demos and tests. */
-export function bundledModelDir(): string {
-  return join(packageRoot(), "test", "fixtures", "tiny-seed0");
+/**
+ * The demo model the package ships (onnx-community layout): the default wherever a command or the service needs a
+ * model and none is given. The random-weight test/fixtures/tiny-seed0 is for the HF-parity tests only.
+ */
+export function demoModelDir(): string {
+  return join(packageRoot(), "assets", "florence-2-shapes");
+}
+
+/** Still images the package ships for demos: the service's camera without ffmpeg, the hardware test's timings. */
+export function demoImagesDir(): string {
+  return join(packageRoot(), "assets", "demo-images");
+}
+
+/** The one demo image commands default to. */
+export function demoImage(): string {
+  return join(demoImagesDir(), "street.jpg");
+}
+
+/** The demo clip the service's embedded camera plays through ffmpeg. */
+export function demoClip(): string {
+  return join(packageRoot(), "assets", "demo-clip.mp4");
+}
+
+/** The shapes world's clip (src/world/clip.ts) and its ground truth, once generated; demoClip() is what the service plays. */
+export function shapesClip(): string {
+  return join(packageRoot(), "assets", "shapes-clip.mkv");
 }

@@ -4,7 +4,6 @@
  */
 import { performance } from "node:perf_hooks";
 import type { Engine, Graph } from "./engine/engine.ts";
-import type { DecoderOptions, DecoderStep } from "./florence/decoder.ts";
 
 export function quantile(values: readonly number[], q: number): number {
   if (values.length === 0) return NaN;
@@ -41,16 +40,16 @@ export function runTimes(): { add: (graph: string, ms: number) => void; take: ()
   };
 }
 
-/** An engine with its own decoder (TensorRT: the KV cache stays on the GPU) and its own statistics. */
+/** An engine with statistics of its own (TensorRT: CUDA graph and zero-copy use). */
 export interface DecoderEngine extends Engine {
-  createDecoder?(options: DecoderOptions): Promise<DecoderStep>;
   stats?(): unknown;
 }
 
 /**
  * Wraps an engine so that every graph run adds its wall time to a counter, in total (`take`) and per graph name
- * (`takeByGraph`). Output selection passes through unchanged, so the wrapped engine does the same work. An engine's
- * own decoder is kept (given the engine's own graphs), its steps counted as `decoder_step`; `stats()` passes through.
+ * (`takeByGraph`). Output selection passes through unchanged, so the wrapped engine does the same work. A decoder
+ * whose cache is on the host runs the wrapped graphs (each run counted by graph); one whose cache is on the device
+ * gets the engine's own graphs, its steps counted as `decoder_step`. `stats()` passes through.
  */
 export function timedEngine(inner: Engine): { engine: Engine; take: () => number; takeByGraph: () => GraphRuns } {
   const times = runTimes();
@@ -79,22 +78,23 @@ export function timedEngine(inner: Engine): { engine: Engine; take: () => number
   const engine: DecoderEngine = {
     backend: inner.backend,
     description: inner.description,
-    loadGraph: async (name, path) => wrap(await inner.loadGraph(name, path)),
-    dispose: () => inner.dispose(),
-  };
-  if (source.createDecoder) {
-    engine.createDecoder = async (options) => {
+    decoderCache: inner.decoderCache,
+    decoderLayout: (hasMerged) => inner.decoderLayout(hasMerged),
+    loadGraph: async (name, path, options) => wrap(await inner.loadGraph(name, path, options)),
+    createDecoder: async (options) => {
+      if (inner.decoderCache === "host") return inner.createDecoder(options);
       const entries = options.graphs instanceof Map ? [...options.graphs.entries()] : Object.entries(options.graphs);
       const graphs = new Map(entries.filter((e): e is [string, Graph] => e[1] !== undefined).map(([name, g]) => [name, own.get(g) ?? g]));
-      const step = await source.createDecoder!({ ...options, graphs });
+      const step = await inner.createDecoder({ ...options, graphs });
       return {
         rows: step.rows,
         next: (tokens) => timed("decoder_step", () => step.next(tokens)),
         reorder: (rows) => timed("decoder_step", () => step.reorder(rows)),
         dispose: () => step.dispose(),
       };
-    };
-  }
+    },
+    dispose: () => inner.dispose(),
+  };
   if (source.stats) engine.stats = () => source.stats!();
   return { engine, take: times.take, takeByGraph: times.takeByGraph };
 }

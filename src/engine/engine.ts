@@ -1,6 +1,7 @@
 /**
  * The backend seam. Florence-2 code names graphs (vision_encoder, embed_tokens, encoder_model, decoder…) and tensors;
- * it never knows which backend runs them. ONNX Runtime (CPU) and TensorRT (GPU, through koffi) implement this.
+ * it never knows which backend runs them. ONNX Runtime (CPU) and TensorRT (GPU, through koffi) implement this,
+ * decoder included: generation drives a DecoderStep that the engine creates (KV cache naming: kv_cache.ts).
  */
 import { FlorenceError } from "../errors.ts";
 
@@ -37,13 +38,79 @@ export interface Graph {
 
 export type BackendName = "onnxruntime" | "tensorrt";
 
+// ---------------------------------------------------------------------------------------------------------------
+// The decoder: generation drives a DecoderStep; each engine says which decoder graphs it runs and creates the step.
+
+/** One decoder over `rows` = batch × num_beams sequences (each batch item's beams consecutive). */
+export interface DecoderStep {
+  readonly rows: number;
+  /**
+   * Feeds one token per row and returns the logits at that position, [rows × vocab]. The caller may change the
+   * array in place; it is valid until the next call.
+   */
+  next(tokens: Int32Array): Promise<Float32Array>;
+  /** Beam search: row r continues from row rowIndices[r] (HF `reorder_cache`). A no-op for the identity. */
+  reorder(rowIndices: Int32Array): Promise<void>;
+  dispose(): Promise<void>;
+}
+
+/** Loaded graphs by their onnx-community names (embed_tokens, decoder_model_merged, decoder_model, decoder_with_past_model). */
+export type DecoderGraphs = ReadonlyMap<string, Graph> | Readonly<Partial<Record<string, Graph>>>;
+
+/** The merged decoder (one graph, an If on use_cache_branch) or the split pair (first step, later steps). */
+export type DecoderLayout = "merged" | "split";
+
+/** The graphs each layout loads, by onnx-community name. */
+export const DECODER_GRAPHS: { readonly [L in DecoderLayout]: readonly string[] } = {
+  merged: ["decoder_model_merged"],
+  split: ["decoder_model", "decoder_with_past_model"],
+};
+
+export interface DecoderOptions {
+  graphs: DecoderGraphs;
+  /** The encoder's last_hidden_state, [batch, E, D]. */
+  encoderHiddenStates: Tensor;
+  /** int64 [batch, E]. */
+  encoderAttentionMask: Tensor;
+  /** Rows per batch item; the encoder outputs are repeated per beam as HF's `_expand_inputs_for_generation` does. */
+  numBeams?: number;
+  /** Attention geometry, used where the graphs leave it symbolic. */
+  config?: { readonly decoderAttentionHeads?: number; readonly dModel?: number };
+  /** Which decoder graphs to run when both forms are loaded; default: the engine's choice. */
+  use?: DecoderLayout;
+}
+
+export interface GraphLoadOptions {
+  /**
+   * Let the engine answer a graph without running it where it can do so with the same values (ONNX Runtime: a
+   * plain float32 embed_tokens as a table lookup in JavaScript); default true. False always runs the graph.
+   */
+  hostLookup?: boolean;
+}
+
 export interface Engine {
   readonly backend: BackendName;
   /** A human-readable line: backend, version, device, threads. */
   readonly description: string;
-  /** Loads one graph file. */
-  loadGraph(name: string, path: string): Promise<Graph>;
+  /**
+   * Where this engine's decoders keep the KV cache. "host": createDecoder runs the graphs it is given through
+   * `Graph.run` (a wrapper around those graphs sees every step). "device": the engine keeps the cache in its own
+   * memory and needs the very graphs it loaded.
+   */
+  readonly decoderCache: "host" | "device";
+  /** Which decoder graphs to load for a model folder that has (or lacks) the merged decoder. */
+  decoderLayout(hasMerged: boolean): DecoderLayout;
+  /** Loads one graph file. Refused with DISPOSED after dispose(). */
+  loadGraph(name: string, path: string, options?: GraphLoadOptions): Promise<Graph>;
+  /** A decoder over graphs this engine loaded. Refused with DISPOSED after dispose(). */
+  createDecoder(options: DecoderOptions): Promise<DecoderStep>;
+  /** Releases every graph and decoder it made; afterwards loadGraph and createDecoder refuse work. */
   dispose(): Promise<void>;
+}
+
+/** The error every engine gives for work asked of it after dispose(). */
+export function engineDisposed(backend: string): FlorenceError {
+  return new FlorenceError("DISPOSED", `this ${backend} engine was disposed`, { fix: "create a new engine (or load the model again with loadFlorence)" });
 }
 
 const ELEMENT_TYPES: Record<TensorType, { new (length: number): TensorData }> = {

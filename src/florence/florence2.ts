@@ -3,11 +3,9 @@
  * Backend-agnostic: graphs run through the Engine seam. One vision pass serves any number of tasks on a frame.
  */
 import { performance } from "node:perf_hooks";
-import { type Engine, type Graph, type Tensor, int64Tensor, tensor } from "../engine/engine.ts";
+import { DECODER_GRAPHS, type Engine, type Graph, type Tensor, int64Tensor, tensor } from "../engine/engine.ts";
 import { FlorenceError } from "../errors.ts";
-import { createDecoder } from "./decoder.ts";
 import { type GenerationConfig, generate, resolveGenerationConfig } from "./generate.ts";
-import { loadHostEmbedding } from "../engine/host_embedding.ts";
 import { decodeImage, type RgbImage, resizeWithSharp } from "./image.ts";
 import { type GraphName, locateModelFiles, type ModelFiles, type Precision } from "./model_files.ts";
 import { type PostProcessOptions, postProcessGeneration } from "./postprocess.ts";
@@ -19,16 +17,21 @@ import { Tokenizer } from "./tokenizer.ts";
 
 export interface LoadOptions {
   precision?: Precision;
-  /** The engine that runs the graphs; the model takes ownership only of the graphs it loads. */
+  /**
+   * The engine that runs the graphs. The model disposes the graphs it loads; it disposes the engine too only when
+   * `ownsEngine` is true (loadFlorence's models do).
+   */
   engine: Engine;
+  /** Dispose `engine` with the model (default false: the caller keeps it, e.g. to load another model on it). */
+  ownsEngine?: boolean;
   resize?: ResizeMode;
   exifOrientation?: "ignore" | "apply";
   /** Largest accepted input image, in pixels (decoding is refused above it). */
   maxPixels?: number;
   /**
-   * With ONNX Runtime: answer a plain float32 embed_tokens graph (a Gather, maybe a scale) by table lookup in
-   * JavaScript instead of a session call per decoder step; same values (default true). Other backends and graph
-   * shapes always use the engine.
+   * Let the engine answer embed_tokens on the host where it can with the same values (ONNX Runtime: a plain float32
+   * Gather as a table lookup in JavaScript instead of a session call per decoder step); default true. See the
+   * engine's GraphLoadOptions.hostLookup.
    */
   hostEmbedding?: boolean;
 }
@@ -132,18 +135,14 @@ export class Florence2 {
     const tokenizer = await Tokenizer.fromFiles(dir);
     const imageProcessor = parseImageProcessorConfig(files.imageProcessor, files.imageProcessorSource);
     const graphs = new Map<GraphName, Graph>();
-    const wanted: GraphName[] = ["vision_encoder", "embed_tokens", "encoder_model"];
-    // the merged decoder when present; else the split pair (TensorRT cannot build the merged graph's If node)
-    if (files.graphs.decoder_model_merged && options.engine.backend !== "tensorrt") wanted.push("decoder_model_merged");
-    else wanted.push("decoder_model", "decoder_with_past_model");
+    // the engine picks the merged decoder or the split pair
+    const layout = options.engine.decoderLayout(files.graphs.decoder_model_merged !== undefined);
+    const wanted = ["vision_encoder", "embed_tokens", "encoder_model", ...DECODER_GRAPHS[layout]] as GraphName[];
     try {
       for (const name of wanted) {
-        // TensorRT's split decoders may exist only as engines cut from the merged graph: name that file then
+        // split decoders the folder lacks may have been cut from the merged graph (an engine's build): name its file
         const path = files.graphs[name] ?? files.graphs.decoder_model_merged!;
-        const host = name === "embed_tokens" && options.engine.backend === "onnxruntime" && options.hostEmbedding !== false
-          ? await loadHostEmbedding(name, path)
-          : undefined;
-        graphs.set(name, host ?? (await options.engine.loadGraph(name, path)));
+        graphs.set(name, await options.engine.loadGraph(name, path, { hostLookup: options.hostEmbedding !== false }));
       }
     } catch (error) {
       await Promise.all([...graphs.values()].map((g) => g.dispose()));
@@ -273,9 +272,7 @@ export class Florence2 {
     const encoderMs = now() - t0;
 
     t0 = now();
-    // a GPU backend keeps the KV cache on the device with its own DecoderStep
-    const factory = (this.engine as { createDecoder?: typeof createDecoder }).createDecoder?.bind(this.engine) ?? createDecoder;
-    const decoder = await factory({
+    const decoder = await this.engine.createDecoder({
       graphs: this.#graphs,
       config: this.files.config.text,
       encoderHiddenStates: encoded,
@@ -333,12 +330,22 @@ export class Florence2 {
     return results;
   }
 
+  /** Releases the graphs this model loaded and, when it owns it (loadFlorence), its engine. */
   async dispose(): Promise<void> {
     if (this.#disposed) return;
     this.#disposed = true;
     const graphs = [...this.#graphs.values()];
     this.#graphs.clear();
-    await Promise.all(graphs.map((g) => g.dispose()));
+    try {
+      await Promise.all(graphs.map((g) => g.dispose()));
+    } finally {
+      if (this.#options.ownsEngine === true) await this.engine.dispose();
+    }
+  }
+
+  /** `await using model = await loadFlorence(…)` disposes the model and everything below it. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
   }
 }
 

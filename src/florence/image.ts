@@ -17,6 +17,7 @@ import { closeSync, openSync, readSync } from "node:fs";
 import sharp, { type Metadata, type OutputInfo } from "sharp";
 
 import { FlorenceError, describeValue } from "../errors.ts";
+import { findFrameHeader } from "./jpeg_header.ts";
 import type { RgbImage } from "./resize.ts";
 
 export type { RgbImage } from "./resize.ts";
@@ -244,36 +245,11 @@ export function jpegHeader(input: Uint8Array | string): { width: number; height:
   } else {
     bytes = input;
   }
-  if (bytes.length < 4 || bytes[0] !== 0xff || bytes[1] !== 0xd8) return undefined;
-  let at = 2;
-  while (at + 4 <= bytes.length) {
-    if (bytes[at] !== 0xff) return undefined;
-    const marker = bytes[at + 1]!;
-    if (marker === 0xff) {
-      at++; // fill byte
-      continue;
-    }
-    // standalone markers carry no length; a scan before any frame header means a malformed file
-    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
-      at += 2;
-      continue;
-    }
-    if (marker === 0xd8 || marker === 0xd9 || marker === 0xda) return undefined;
-    const length = (bytes[at + 2]! << 8) | bytes[at + 3]!;
-    if (length < 2) return undefined;
-    const isFrame = marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc;
-    if (isFrame) {
-      if (at + 10 > bytes.length || length < 8) return undefined;
-      const precision = bytes[at + 4]!;
-      const height = (bytes[at + 5]! << 8) | bytes[at + 6]!;
-      const width = (bytes[at + 7]! << 8) | bytes[at + 8]!;
-      const components = bytes[at + 9]!;
-      if (precision !== 8 || width < 1 || height < 1 || (components !== 1 && components !== 3)) return undefined;
-      return { width, height, space: components === 1 ? "b-w" : "srgb", depth: "uchar" };
-    }
-    at += 2 + length;
-  }
-  return undefined;
+  const header = findFrameHeader(bytes);
+  if (header === undefined) return undefined;
+  const { precision, width, height, components } = header;
+  if (precision !== 8 || width < 1 || height < 1 || (components !== 1 && components !== 3)) return undefined;
+  return { width, height, space: components === 1 ? "b-w" : "srgb", depth: "uchar" };
 }
 
 function sixteenBitView(data: Uint8Array, count: number): Uint16Array {

@@ -15,7 +15,11 @@
  * exp(mean log-prob) of the tokens whose text overlaps the instance's matched text (its label and its <loc_N>s).
  */
 import { FlorenceError, describeValue } from "../errors.ts";
-import { type ImageSizeLike, type ParseType, type TaskToken, TASKS, pyIsSpace, pyStripBounds, taskSpec } from "./tasks.ts";
+import { isRecord } from "../validate.ts";
+import { type ImageSizeLike, type ParseType, type TaskToken, TASKS, pyStripBounds, taskSpec } from "./tasks.ts";
+import { hfIntCoordinate, parseBoxes, parseOcr, parsePolygons } from "./instance_parsers.ts";
+import { type CleanedText, PARSER_REMOVED, PURE_TEXT_REMOVED, cleanGeneratedText, removeTokensFast, removeTokensWithOffsets } from "./python_text.ts";
+export { cleanGeneratedText, type CleanedText, removeTokensWithOffsets } from "./python_text.ts";
 
 export type CoordinateMode = "float" | "int" | "float32";
 export type ResultFormat = "hf" | "nvidia";
@@ -101,462 +105,7 @@ export const DEFAULT_BANNED_GROUNDING_PHRASES: readonly string[] = [
 const DEFAULT_BANNED_SET: ReadonlySet<string> = new Set(DEFAULT_BANNED_GROUNDING_PHRASES);
 
 // ---------------------------------------------------------------------------------------------------------------
-// HF's special-token removal with an offset map
-
-export interface CleanedText {
-  text: string;
-  /** offsets[i] = index in the raw text of cleaned char i; offsets[text.length] = raw length. */
-  offsets: Int32Array;
-}
-
-function removeAllWithOffsets(text: string, offsets: Int32Array | null, needle: string, rawLength: number): CleanedText {
-  let at = text.indexOf(needle);
-  if (at < 0) return { text, offsets: offsets ?? identityOffsets(rawLength) };
-  const parts: string[] = [];
-  const kept: number[] = [];
-  let from = 0;
-  while (at >= 0) {
-    parts.push(text.slice(from, at));
-    kept.push(from, at);
-    from = at + needle.length;
-    at = text.indexOf(needle, from);
-  }
-  parts.push(text.slice(from));
-  kept.push(from, text.length);
-  const out = parts.join("");
-  const map = new Int32Array(out.length + 1);
-  let j = 0;
-  for (let k = 0; k < kept.length; k += 2) {
-    for (let i = kept[k]!; i < kept[k + 1]!; i++) map[j++] = offsets ? offsets[i]! : i;
-  }
-  map[out.length] = rawLength;
-  return { text: out, offsets: map };
-}
-
-function identityOffsets(length: number): Int32Array {
-  const map = new Int32Array(length + 1);
-  for (let i = 0; i <= length; i++) map[i] = i;
-  return map;
-}
-
-/** Python `text.replace(a, "").replace(b, "")…` in order (each pass can expose new matches), keeping offsets. */
-export function removeTokensWithOffsets(raw: string, tokens: readonly string[]): CleanedText {
-  let text = raw;
-  let offsets: Int32Array | null = null;
-  for (const token of tokens) {
-    const next = removeAllWithOffsets(text, offsets, token, raw.length);
-    text = next.text;
-    offsets = next.offsets;
-  }
-  return { text, offsets: offsets ?? identityOffsets(raw.length) };
-}
-
-/** What HF's parsers see: `text.replace("<s>", "").replace("</s>", "").replace("<pad>", "")`, with offsets. */
-export function cleanGeneratedText(raw: string): CleanedText {
-  return removeTokensWithOffsets(raw, PARSER_REMOVED);
-}
-
-const PARSER_REMOVED = ["<s>", "</s>", "<pad>"] as const;
-const PURE_TEXT_REMOVED = ["<s>", "</s>"] as const;
-
-function removeTokensFast(raw: string, tokens: readonly string[]): string {
-  let text = raw;
-  for (const token of tokens) if (text.includes(token)) text = text.split(token).join("");
-  return text;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Python `re` building blocks on UTF-16 strings
-
-const LT = 0x3c; // <
-const GT = 0x3e; // >
-const NL = 0x0a;
-
-// First code point of every run of ten decimal digits (category Nd) in Unicode 15.0, Python 3.12's `\d`.
-const DECIMAL_ZEROS = [
-  0x30, 0x660, 0x6f0, 0x7c0, 0x966, 0x9e6, 0xa66, 0xae6, 0xb66, 0xbe6, 0xc66, 0xce6, 0xd66, 0xde6, 0xe50, 0xed0, 0xf20,
-  0x1040, 0x1090, 0x17e0, 0x1810, 0x1946, 0x19d0, 0x1a80, 0x1a90, 0x1b50, 0x1bb0, 0x1c40, 0x1c50, 0xa620, 0xa8d0, 0xa900,
-  0xa9d0, 0xa9f0, 0xaa50, 0xabf0, 0xff10, 0x104a0, 0x10d30, 0x11066, 0x110f0, 0x11136, 0x111d0, 0x112f0, 0x11450, 0x114d0,
-  0x11650, 0x116c0, 0x11730, 0x118e0, 0x11950, 0x11c50, 0x11d50, 0x11da0, 0x11f50, 0x16a60, 0x16ac0, 0x16b50, 0x1d7ce,
-  0x1d7d8, 0x1d7e2, 0x1d7ec, 0x1d7f6, 0x1e140, 0x1e2f0, 0x1e4f0, 0x1e950, 0x1fbf0,
-];
-
-/** Python `unicodedata.decimal(chr(cp))`, or -1 when `\d` does not match the code point. */
-function decimalValue(cp: number): number {
-  if (cp >= 0x30 && cp <= 0x39) return cp - 0x30;
-  if (cp < 0x660) return -1;
-  let lo = 0;
-  let hi = DECIMAL_ZEROS.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (DECIMAL_ZEROS[mid]! <= cp) lo = mid;
-    else hi = mid - 1;
-  }
-  const d = cp - DECIMAL_ZEROS[lo]!;
-  return d >= 0 && d < 10 ? d : -1;
-}
-
-function startsWithAt(s: string, token: string, at: number, end: number): boolean {
-  return at + token.length <= end && s.startsWith(token, at);
-}
-
-/** End of `<loc_\d+>` at `at` (within `end`), or -1. */
-function matchLoc(s: string, at: number, end: number): number {
-  if (!startsWithAt(s, "<loc_", at, end)) return -1;
-  let j = at + 5;
-  const digitsStart = j;
-  while (j < end) {
-    const cp = s.codePointAt(j)!;
-    if (decimalValue(cp) < 0) break;
-    j += cp > 0xffff ? 2 : 1;
-  }
-  if (j === digitsStart || j >= end || s.charCodeAt(j) !== GT) return -1;
-  return j + 1;
-}
-
-/** Python `int()` of the digits of the `<loc_N>` token at `at` (a number; Infinity past ~308 digits). */
-function locValue(s: string, at: number): number {
-  let value = 0;
-  let j = at + 5;
-  for (;;) {
-    const cp = s.codePointAt(j)!;
-    const d = decimalValue(cp);
-    if (d < 0) return value;
-    value = value * 10 + d;
-    j += cp > 0xffff ? 2 : 1;
-  }
-}
-
-/** End of one alternative of `<loc_\d+>|<sep>|<poly>|</poly>` at `at`, or -1. */
-function matchPolygonItem(s: string, at: number, end: number): number {
-  if (s.charCodeAt(at) !== LT) return -1;
-  const loc = matchLoc(s, at, end);
-  if (loc >= 0) return loc;
-  if (startsWithAt(s, "<sep>", at, end)) return at + 5;
-  if (startsWithAt(s, "<poly>", at, end)) return at + 6;
-  if (startsWithAt(s, "</poly>", at, end)) return at + 7;
-  return -1;
-}
-
-type ItemMatcher = (s: string, at: number, end: number) => number;
-
-/**
- * `re.findall` of `[^<]+(?:ITEM){4,}` (withText) or `(?:ITEM){4,}` over s, as flat [start, end) pairs.
- * With text: a match starting at p must take the whole run of non-'<' chars (giving any back leaves a non-'<'
- * where ITEM needs '<'), so every start inside one run fails alike and the scan jumps to the run's end.
- */
-function findItemPhrases(s: string, withText: boolean, matchItem: ItemMatcher): number[] {
-  const out: number[] = [];
-  const n = s.length;
-  /** The end of the run of items starting at `at` when it has four or more, else -1. */
-  const itemsEnd = (at: number): number => {
-    let e = at;
-    let count = 0;
-    for (let next = matchItem(s, e, n); next >= 0; next = matchItem(s, e, n)) {
-      e = next;
-      count++;
-    }
-    return count >= 4 ? e : -1;
-  };
-  let p = 0;
-  while (p < n) {
-    if (withText) {
-      if (s.charCodeAt(p) === LT) {
-        p++;
-        continue;
-      }
-      const r = s.indexOf("<", p);
-      if (r < 0) break;
-      const e = itemsEnd(r);
-      if (e >= 0) {
-        out.push(p, e);
-        p = e;
-      } else {
-        p = r;
-      }
-    } else {
-      if (s.charCodeAt(p) !== LT) {
-        p = s.indexOf("<", p);
-        if (p < 0) break;
-        continue;
-      }
-      const e = itemsEnd(p);
-      if (e >= 0) {
-        out.push(p, e);
-        p = e;
-      } else {
-        p++;
-      }
-    }
-  }
-  return out;
-}
-
-const PHRASE_STOPS = ["<od>", "</od>", "<box>", "</box>", "<bbox>", "</bbox>", "<loc_"] as const;
-const POLYGON_PHRASE_STOPS = [...PHRASE_STOPS, "<poly>"] as const;
-
-/**
- * `re.search(r"^\s*(.*?)(?=STOP|…)", s[start:end])`: the end of group 0, or -1. `^` anchors at the start; `\s*`
- * takes all leading whitespace (giving some back cannot help: a stop begins with '<'); `.*?` then runs to the
- * first stop, failing at a "\n".
- */
-function searchLeadingPhrase(s: string, start: number, end: number, stops: readonly string[]): number {
-  let q = start;
-  while (q < end && pyIsSpace(s.charCodeAt(q))) q++;
-  for (; q < end; q++) {
-    const c = s.charCodeAt(q);
-    if (c === LT) {
-      for (const stop of stops) if (startsWithAt(s, stop, q, end)) return q;
-    }
-    if (c === NL) return -1;
-  }
-  return -1;
-}
-
-/** Python `s.encode("ascii", "ignore").decode("ascii")`. */
-function asciiOnly(s: string): string {
-  let ascii = true;
-  for (let i = 0; i < s.length; i++) {
-    if (s.charCodeAt(i) > 0x7f) {
-      ascii = false;
-      break;
-    }
-  }
-  if (ascii) return s;
-  let out = "";
-  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) <= 0x7f) out += s[i];
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Parsers: instances hold bins (HF's ints before dequantisation) and the cleaned-text ranges they matched
-
-interface BoxInstance {
-  label: string;
-  bins: number[];
-  /** Flat [start, end) pairs in the cleaned text: the label, then its <loc_N> tokens. */
-  ranges: number[];
-}
-interface GroundedInstance {
-  label: string;
-  boxes: BoxInstance[];
-}
-interface PolygonInstance {
-  label: string;
-  polygons: number[][];
-  ranges: number[];
-}
-
-/** The 4-loc boxes of `re.finditer(r"<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>", s[start:end])`. */
-function findBoxes(s: string, start: number, end: number, label: string, labelStart: number, labelEnd: number): BoxInstance[] {
-  const boxes: BoxInstance[] = [];
-  let i = start;
-  while (i < end) {
-    i = s.indexOf("<", i);
-    if (i < 0 || i >= end) break;
-    const e1 = matchLoc(s, i, end);
-    const e2 = e1 < 0 ? -1 : matchLoc(s, e1, end);
-    const e3 = e2 < 0 ? -1 : matchLoc(s, e2, end);
-    const e4 = e3 < 0 ? -1 : matchLoc(s, e3, end);
-    if (e4 < 0) {
-      i++;
-      continue;
-    }
-    const ranges = labelEnd > labelStart ? [labelStart, labelEnd, i, e4] : [i, e4];
-    boxes.push({ label, bins: [locValue(s, i), locValue(s, e1), locValue(s, e2), locValue(s, e3)], ranges });
-    i = e4;
-  }
-  return boxes;
-}
-
-/** HF `parse_description_with_bboxes_from_text_and_spans` (and, with `banned`, the phrase-grounding parser). */
-function parseBoxes(s: string, allowEmptyPhrase: boolean, banned: ReadonlySet<string> | null): GroundedInstance[] {
-  const phrases = findItemPhrases(s, !allowEmptyPhrase, matchLoc);
-  const instances: GroundedInstance[] = [];
-  for (let k = 0; k < phrases.length; k += 2) {
-    const start = phrases[k]!;
-    const end = phrases[k + 1]!;
-    // `.replace("<ground>", "", 1).replace("<obj>", "", 1)` is a no-op: the phrase's only '<'s open <loc_N>s
-    const q = searchLeadingPhrase(s, start, end, PHRASE_STOPS);
-    if (q < 0) continue;
-    const [ls, le] = pyStripBounds(s, start, q);
-    const phrase = s.slice(ls, le);
-    if (banned !== null && banned.has(phrase)) continue;
-    const boxes = findBoxes(s, start, end, asciiOnly(phrase), ls, le);
-    if (boxes.length === 0) continue;
-    instances.push({ label: boxes[0]!.label, boxes });
-  }
-  return instances;
-}
-
-interface OcrInstance {
-  label: string;
-  bins: number[];
-  ranges: number[];
-}
-
-/**
- * HF `parse_ocr_from_text_and_spans` with its default pattern `(.+?)<loc_(\d+)>{×8}` under `re.findall`: from p
- * the lazy `.+?` takes at least one char and stops at the first '<' that starts eight <loc_N>; a "\n" ends the
- * attempt, and every start before that "\n" fails alike.
- */
-function parseOcr(s: string, areaThreshold: number, size: ImageSizeLike): OcrInstance[] {
-  const out: OcrInstance[] = [];
-  const n = s.length;
-  const ends = new Int32Array(9);
-  let p = 0;
-  while (p < n) {
-    if (s.charCodeAt(p) === NL) {
-      p++;
-      continue;
-    }
-    let q = p + 1;
-    let found = false;
-    for (; q < n; q++) {
-      const c = s.charCodeAt(q);
-      if (c === LT) {
-        ends[0] = q;
-        let k = 0;
-        while (k < 8) {
-          const e = matchLoc(s, ends[k]!, n);
-          if (e < 0) break;
-          ends[++k] = e;
-        }
-        if (k === 8) {
-          found = true;
-          break;
-        }
-      }
-      if (c === NL) break;
-    }
-    if (!found) {
-      p = q + 1;
-      continue;
-    }
-    const bins: number[] = [];
-    for (let k = 0; k < 8; k++) bins.push(locValue(s, ends[k]!));
-    const end = ends[8]!;
-    if (areaThreshold > 0 && !passesAreaThreshold(bins, size, areaThreshold)) {
-      p = end;
-      continue;
-    }
-    const [ls, le] = pyStripBounds(s, p, q);
-    out.push({ label: s.slice(ls, le), bins, ranges: le > ls ? [ls, le, q, end] : [q, end] });
-    p = end;
-  }
-  return out;
-}
-
-// HF's area test: its "Shoelace" sum stops at range(4 - 1), leaving out the closing term; uses its int coordinates.
-function passesAreaThreshold(bins: number[], size: ImageSizeLike, threshold: number): boolean {
-  const x: number[] = [];
-  const y: number[] = [];
-  const perW = Math.fround(size.width / 1000);
-  const perH = Math.fround(size.height / 1000);
-  for (let k = 0; k < 8; k += 2) {
-    x.push(hfIntCoordinate(bins[k]!, perW));
-    y.push(hfIntCoordinate(bins[k + 1]!, perH));
-  }
-  let sum = 0;
-  for (let i = 0; i < 3; i++) sum += x[i]! * y[i + 1]! - x[i + 1]! * y[i]!;
-  return !(0.5 * Math.abs(sum) < size.width * size.height * threshold);
-}
-
-/** HF `parse_description_with_polygons_from_text_and_spans` (with_box_at_start=False, as HF always calls it). */
-function parsePolygons(s: string, allowEmptyPhrase: boolean): PolygonInstance[] {
-  const phrases = findItemPhrases(s, !allowEmptyPhrase, matchPolygonItem);
-  const out: PolygonInstance[] = [];
-  for (let k = 0; k < phrases.length; k += 2) {
-    const start = phrases[k]!;
-    const end = phrases[k + 1]!;
-    // re.sub(r"^<loc_\d+>", "", phrase_text, count=1)
-    const firstLoc = matchLoc(s, start, end);
-    const stripped = firstLoc >= 0 ? firstLoc : start;
-    if (stripped === end && !allowEmptyPhrase) continue;
-    const q = searchLeadingPhrase(s, stripped, end, POLYGON_PHRASE_STOPS);
-    if (q < 0) continue;
-    const [ls, le] = pyStripBounds(s, stripped, q);
-    const label = s.slice(ls, le);
-
-    const pieces: number[] = [];
-    const phraseHasPoly = indexWithin(s, "<poly>", start, end) >= 0 && indexWithin(s, "</poly>", start, end) >= 0;
-    if (phraseHasPoly) findPolyInstances(s, start, end, pieces);
-    else pieces.push(start, end);
-
-    for (let j = 0; j < pieces.length; j += 2) {
-      const polygons: number[][] = [];
-      const ranges: number[] = le > ls ? [ls, le] : [];
-      findPolygonRuns(s, pieces[j]!, pieces[j + 1]!, polygons, ranges);
-      if (polygons.length === 0) continue;
-      out.push({ label, polygons, ranges });
-    }
-  }
-  return out;
-}
-
-function indexWithin(s: string, token: string, start: number, end: number): number {
-  const at = s.indexOf(token, start);
-  return at >= 0 && at + token.length <= end ? at : -1;
-}
-
-/** Groups of `re.finditer(r"<poly>(.*?)</poly>", s[start:end])` as flat pairs. */
-function findPolyInstances(s: string, start: number, end: number, out: number[]): void {
-  let i = start;
-  for (;;) {
-    const open = indexWithin(s, "<poly>", i, end);
-    if (open < 0) return;
-    const close = indexWithin(s, "</poly>", open + 6, end);
-    if (close < 0) return; // no later <poly> can close either
-    const newline = s.indexOf("\n", open + 6);
-    if (newline >= 0 && newline < close) {
-      i = open + 1;
-      continue;
-    }
-    out.push(open + 6, close);
-    i = close + 7;
-  }
-}
-
-/**
- * `re.finditer(r"((?:<loc_\d+>)+)(?:<sep>|$)", s[start:end])`: a maximal run of <loc_N> followed by <sep> or the
- * end (or a final "\n"). A run followed by anything else fails from every start inside it, so the scan skips it.
- * Each match's bins, cut to an even count, become one polygon.
- */
-function findPolygonRuns(s: string, start: number, end: number, polygons: number[][], ranges: number[]): void {
-  let i = start;
-  while (i < end) {
-    i = s.indexOf("<", i);
-    if (i < 0 || i >= end) return;
-    let e = i;
-    for (let next = matchLoc(s, e, end); next >= 0; next = matchLoc(s, e, end)) e = next;
-    if (e === i) {
-      i++;
-      continue;
-    }
-    let after: number;
-    if (startsWithAt(s, "<sep>", e, end)) after = e + 5;
-    else if (e === end || (e === end - 1 && s.charCodeAt(e) === NL)) after = e;
-    else {
-      i = e;
-      continue;
-    }
-    const bins: number[] = [];
-    for (let t = i; t < e; t = matchLoc(s, t, e)) bins.push(locValue(s, t));
-    if (bins.length % 2 === 1) bins.pop();
-    polygons.push(bins);
-    ranges.push(i, e);
-    i = after;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // Coordinates
-
-/** torch: int64 bin → float32, + 0.5, × float32(W / 1000), `.int()` (truncation; x86 gives INT_MIN out of range). */
-function hfIntCoordinate(bin: number, perBin32: number): number {
-  const v = Math.fround(Math.fround(Math.fround(bin) + 0.5) * perBin32);
-  return v > -2147483649 && v < 2147483648 ? Math.trunc(v) : -2147483648;
-}
 
 interface Dequantizer {
   x(bin: number): number;
@@ -723,9 +272,6 @@ function checkImageSize(imageSize: ImageSizeLike): void {
   }
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 // HF: config.get("phrase_grounding", {}).get("banned_grounding_tokens", []); with no config, Microsoft's list.
 function bannedPhrases(options: PostProcessOptions): ReadonlySet<string> {
@@ -744,14 +290,25 @@ function ocrAreaThreshold(options: PostProcessOptions): number {
   return typeof value === "number" && Number.isFinite(value) ? value : 0;
 }
 
+/** The image size a task with coordinates needs; text tasks take none, like HF's `image_size=None`. */
+function requireImageSize(imageSize: ImageSizeLike | undefined, task: string): ImageSizeLike {
+  if (imageSize === undefined) {
+    throw new FlorenceError("INVALID_ARGUMENT", `postprocess: ${task} gives coordinates, so it needs the original image's size`, {
+      fix: "pass the image's { width, height } in pixels (only text tasks such as <CAPTION> and <OCR> work without it)",
+    });
+  }
+  return imageSize;
+}
+
 /**
- * HF `Florence2Processor.post_process_generation(text, task=task, image_size=(width, height))`.
+ * HF `Florence2Processor.post_process_generation(text, task=task, image_size=(width, height))`. Text tasks need no
+ * image size (HF returns the text with image_size=None); tasks with coordinates do.
  * Never throws for any `text`; an unknown task is FlorenceError UNKNOWN_TASK, bad options INVALID_ARGUMENT.
  */
-export function postProcessGeneration(text: string, task: string, imageSize: ImageSizeLike, options: PostProcessOptions = {}): PostProcessResult {
+export function postProcessGeneration(text: string, task: string, imageSize?: ImageSizeLike, options: PostProcessOptions = {}): PostProcessResult {
   const spec = taskSpec(task);
   const { coordinates, format } = readOptions(options);
-  checkImageSize(imageSize);
+  if (imageSize !== undefined) checkImageSize(imageSize);
   const raw = typeof text === "string" ? text : String(text ?? "");
   const wantScores = options.scores ?? options.tokens !== undefined;
   if (wantScores && options.tokens === undefined) {
@@ -760,7 +317,6 @@ export function postProcessGeneration(text: string, task: string, imageSize: Ima
     });
   }
   const tokens = wantScores ? options.tokens! : undefined;
-  const dq = dequantizer(coordinates, imageSize);
   const token = spec.token as TaskToken;
   const parseType = TASKS[token].parseType as ParseType;
 
@@ -783,6 +339,8 @@ export function postProcessGeneration(text: string, task: string, imageSize: Ima
     return score === undefined ? { [token]: answer } : { [token]: answer, score };
   }
 
+  const size = requireImageSize(imageSize, token);
+  const dq = dequantizer(coordinates, size);
   const cleaned = tokens ? cleanGeneratedText(raw) : { text: removeTokensFast(raw, PARSER_REMOVED), offsets: new Int32Array(0) };
   const s = cleaned.text;
   const scorer = tokens ? makeTokenScorer(raw, cleaned, tokens) : null;
@@ -807,7 +365,7 @@ export function postProcessGeneration(text: string, task: string, imageSize: Ima
       return { [token]: answer };
     }
     case "ocr": {
-      const instances = parseOcr(s, ocrAreaThreshold(options), imageSize);
+      const instances = parseOcr(s, ocrAreaThreshold(options), size);
       const answer: OcrAnswer = { quad_boxes: instances.map((i) => toCoordinates(i.bins, dq)), labels: instances.map((i) => i.label) };
       if (scorer) answer.scores = instances.map((i) => scorer.score(i.ranges));
       if (format === "nvidia") return { [token]: nvidiaAnswer(content, [], answer.quad_boxes, answer.labels, [], answer.scores) };

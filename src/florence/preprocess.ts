@@ -10,6 +10,7 @@
  * Every uint8 level maps to one float, so a 3 × 256 table per call replaces per-pixel arithmetic.
  */
 import { FlorenceError, describeValue } from "../errors.ts";
+import { isRecord } from "../validate.ts";
 import {
   type RgbImage,
   type ResampleFilter,
@@ -62,9 +63,6 @@ function configError(source: string, key: string, problem: string, value: unknow
   return new FlorenceError("CONFIG_INVALID", `${source}: "${key}" ${problem}, got ${describeValue(value)}`, { fix });
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 function readBoolean(settings: Record<string, unknown>, key: string, fallback: boolean, source: string): boolean {
   const value = settings[key];

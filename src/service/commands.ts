@@ -9,7 +9,8 @@
  */
 import { FlorenceError, describeValue, type ErrorCode } from "../errors.ts";
 import { constructPrompt, isTaskToken, TASK_TOKENS, TASKS, type TaskToken } from "../florence/tasks.ts";
-import type { TaskSchedule } from "./config.ts";
+import { maskSecrets } from "./redact.ts";
+import type { TaskSchedule } from "./service_config.ts";
 
 export const COMMAND_LIMITS = {
   /** Bytes of one command payload. */
@@ -420,7 +421,8 @@ export function parseInferRequest(
 
 /** The key and code of any error, for the JSON error answer (non-command errors count as the whole payload). */
 export function describeCommandError(error: unknown): { code: ErrorCode; key: string; message: string } {
-  if (error instanceof CommandError) return { code: error.code, key: error.key, message: error.message };
-  if (error instanceof FlorenceError) return { code: error.code, key: "$", message: error.message };
-  return { code: "ENGINE_FAILED", key: "$", message: error instanceof Error ? error.message : String(error) };
+  // the answer goes out over MQTT: a handler's error may quote a camera URL
+  if (error instanceof CommandError) return { code: error.code, key: error.key, message: maskSecrets(error.message) };
+  if (error instanceof FlorenceError) return { code: error.code, key: "$", message: maskSecrets(error.message) };
+  return { code: "ENGINE_FAILED", key: "$", message: maskSecrets(error instanceof Error ? error.message : String(error)) };
 }

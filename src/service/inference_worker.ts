@@ -61,8 +61,7 @@ async function main(): Promise<void> {
             break;
           case "close":
             visions.clear();
-            await model.dispose();
-            await model.engine.dispose();
+            await model.dispose(); // and the engine it owns
             post({ type: "closed" });
             port.close();
             break;

@@ -13,6 +13,9 @@
  */
 import process from "node:process";
 import { FlorenceError, describeValue } from "../errors.ts";
+import { MASK, maskSecrets } from "./redact.ts";
+
+export { maskSecrets } from "./redact.ts";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
@@ -45,23 +48,8 @@ const PRIORITY: Record<LogLevel, number> = { debug: 7, info: 6, warn: 4, error: 
 // field names whose values are secrets, matched by word (snake, kebab or camel case): "mqtt_password", "hfToken"
 const SECRET_WORDS = new Set(["password", "passwd", "pass", "pwd", "secret", "token", "authorization", "auth", "credential", "credentials", "cookie", "apikey"]);
 const SECRET_PHRASES = /(^|_)(api_key|private_key|access_key|secret_key)(_|$)/;
-// scheme://user:password@host — keeps the user, masks the password (which may contain ':' or an unencoded '@').
-const URL_PASSWORD = /([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:]*:)[^\s/?#]*@/gi;
-// scheme://token@host (no user part): a bare userinfo is a credential for RTSP/HTTP cameras too.
-const URL_USERINFO_ONLY = /([a-z][a-z0-9+.-]*:\/\/)[^\s/?#@:]+@/gi;
-const QUERY_SECRET = /([?&;](?:[a-z0-9_-]*(?:pass(?:word|wd)?|secret|token|api[-_]?key|auth|sig|signature|key))=)[^&#\s"']*/gi;
-const MASK = "***";
 const MAX_DEPTH = 6;
 const MAX_STRING = 4096;
-
-/** Masks credentials in a text: URL passwords, secret query parameters. */
-export function maskSecrets(text: string): string {
-  if (text.indexOf("://") < 0 && text.indexOf("=") < 0) return text;
-  return text
-    .replace(URL_PASSWORD, `$1${MASK}@`)
-    .replace(URL_USERINFO_ONLY, (match, scheme: string) => (match.includes(MASK) ? match : `${scheme}${MASK}@`))
-    .replace(QUERY_SECRET, `$1${MASK}`);
-}
 
 export function isLogLevel(value: unknown): value is LogLevel {
   return typeof value === "string" && (LOG_LEVELS as readonly string[]).includes(value);

@@ -8,7 +8,7 @@ import { performance } from "node:perf_hooks";
 import { FlorenceError } from "../errors.ts";
 import type { GenerateOptions, TaskResult, VisionFeatures } from "../florence/florence2.ts";
 import type { RgbImage } from "../florence/image.ts";
-import type { TaskSchedule } from "./config.ts";
+import type { TaskSchedule } from "./service_config.ts";
 import type { Frame, ResultMessage } from "./types.ts";
 
 /** A frame's vision features as the loop sees them: only the timings are read. */

@@ -13,6 +13,7 @@
  * A malformed result gives a FlorenceError naming the offending path and value.
  */
 import { FlorenceError, describeValue } from "../errors.ts";
+import { isRecord } from "../validate.ts";
 import type { SnapshotBox, SnapshotOverlay, SnapshotShape } from "../florence/image.ts";
 import { TASKS, isTaskToken } from "../florence/tasks.ts";
 
@@ -33,9 +34,6 @@ function bad(path: string, value: unknown, expected: string): FlorenceError {
   });
 }
 
-function isObject(value: unknown): value is Obj {
-  return value !== null && typeof value === "object" && !Array.isArray(value);
-}
 
 function list(value: unknown, path: string): readonly unknown[] {
   if (value === undefined || value === null) return [];
@@ -140,7 +138,7 @@ function answerKey(result: Obj, task: string | undefined): string {
 
 /** The overlay for one task's result (`{ "<OD>": … }`, as TaskResult.result and the MQTT result payload hold it). */
 export function overlayFromResult(result: Record<string, unknown>, options: OverlayOptions = {}): SnapshotOverlay {
-  if (!isObject(result)) throw bad("result", result, 'an object such as { "<OD>": { bboxes, labels } }');
+  if (!isRecord(result)) throw bad("result", result, 'an object such as { "<OD>": { bboxes, labels } }');
   const minScore = options.minScore;
   if (minScore !== undefined && (typeof minScore !== "number" || !Number.isFinite(minScore))) throw bad("minScore", minScore, "a finite number");
   const key = answerKey(result, options.task);
@@ -149,7 +147,7 @@ export function overlayFromResult(result: Record<string, unknown>, options: Over
 
   if (typeof answer === "string") {
     c.overlay.caption = answer;
-  } else if (isObject(answer) && isObject(answer["entities"])) {
+  } else if (isRecord(answer) && isRecord(answer["entities"])) {
     const e = answer["entities"];
     const path = `${key}.entities`;
     const labels = list(e["labels"], `${path}.labels`);
@@ -165,14 +163,14 @@ export function overlayFromResult(result: Record<string, unknown>, options: Over
     if (textTask && boxes.length + quads.length + polygons.length === 0 && typeof answer["content"] === "string") {
       c.overlay.caption = answer["content"];
     }
-  } else if (isObject(answer) && ("bboxes_labels" in answer || "polygons_labels" in answer)) {
+  } else if (isRecord(answer) && ("bboxes_labels" in answer || "polygons_labels" in answer)) {
     addBoxes(c, list(answer["bboxes"], `${key}.bboxes`), list(answer["bboxes_labels"], `${key}.bboxes_labels`), list(answer["bboxes_scores"], `${key}.bboxes_scores`), `${key}.bboxes`, `${key}.bboxes_labels`, `${key}.bboxes_scores`);
     addPolygons(c, list(answer["polygons"], `${key}.polygons`), list(answer["polygons_labels"], `${key}.polygons_labels`), list(answer["polygons_scores"], `${key}.polygons_scores`), `${key}.polygons`, `${key}.polygons_labels`, `${key}.polygons_scores`);
-  } else if (isObject(answer) && "quad_boxes" in answer) {
+  } else if (isRecord(answer) && "quad_boxes" in answer) {
     addQuads(c, list(answer["quad_boxes"], `${key}.quad_boxes`), list(answer["labels"], `${key}.labels`), list(answer["scores"], `${key}.scores`), `${key}.quad_boxes`, `${key}.labels`, `${key}.scores`);
-  } else if (isObject(answer) && "polygons" in answer) {
+  } else if (isRecord(answer) && "polygons" in answer) {
     addPolygons(c, list(answer["polygons"], `${key}.polygons`), list(answer["labels"], `${key}.labels`), list(answer["scores"], `${key}.scores`), `${key}.polygons`, `${key}.labels`, `${key}.scores`);
-  } else if (isObject(answer) && "bboxes" in answer) {
+  } else if (isRecord(answer) && "bboxes" in answer) {
     addBoxes(c, list(answer["bboxes"], `${key}.bboxes`), list(answer["labels"], `${key}.labels`), list(answer["scores"], `${key}.scores`), `${key}.bboxes`, `${key}.labels`, `${key}.scores`);
   } else {
     throw bad(key, answer, "a text, or an object with bboxes, quad_boxes, polygons or entities");

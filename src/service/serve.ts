@@ -1,7 +1,7 @@
 /**
  * `florence-edge serve`: cameras → newest frame → Florence-2 (one vision pass per frame) → MQTT, with systemd
  * notify/watchdog, stats and Prometheus metrics. With nothing configured it runs on embedded defaults: an in-process
- * broker on localhost, the bundled tiny model and a bundled clip, printing what it publishes.
+ * broker on localhost, the bundled demo model and clip, printing what it publishes.
  */
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -13,19 +13,21 @@ import { FlorenceError } from "../errors.ts";
 import type { TaskResult, VisionFeatures } from "../florence/florence2.ts";
 import { renderSnapshot } from "../florence/image.ts";
 import { loadFlorence } from "../mod.ts";
-import { bundledModelDir, packageRoot } from "../paths.ts";
+import { demoClip, demoImagesDir, demoModelDir } from "../paths.ts";
 import { type EmbeddedBroker, startBroker } from "./broker.ts";
+import type { MqttCommandHandlers } from "./command_router.ts";
 import { applySetCommand } from "./commands.ts";
-import type { CameraConfig, ServiceConfig, SourceConfig, TaskSchedule } from "./config.ts";
 import { LatestFrame, waitForAnyFrame } from "./latest.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { CameraLoop, type InferenceModel } from "./loop.ts";
 import { type MetricsServer, ServiceMetrics, startMetricsServer } from "./metrics.ts";
 import { MqttPublisher } from "./mqtt.ts";
 import { overlayFromResult } from "./overlay.ts";
+import { maskUrl } from "./redact.ts";
 import { createSource } from "./sources/index.ts";
-import type { CreateSourceOptions } from "./sources/spec.ts";
-import { createNotifier, WatchdogFeeder } from "./systemd.ts";
+import { generateOptionsFromConfig, modelOptionsFromConfig, publisherOptionsFromConfig, SERVICE_VERSION, sourceOptionsFromConfig } from "./serve_options.ts";
+import type { CameraConfig, ServiceConfig, SourceConfig, TaskSchedule } from "./service_config.ts";
+import { createNotifier, type Notifier, WatchdogFeeder } from "./systemd.ts";
 import type { Frame, FrameSource, ResultMessage } from "./types.ts";
 import { WorkerModel } from "./worker_model.ts";
 
@@ -47,7 +49,7 @@ export interface ServeOptions {
   log?: Logger;
 }
 
-export const BUNDLED_CLIP = () => join(packageRoot(), "assets", "demo-clip.mp4");
+export const BUNDLED_CLIP = demoClip;
 
 function hasExecutable(name: string): boolean {
   const dirs = (process.env["PATH"] ?? "").split(":");
@@ -59,7 +61,7 @@ export function embeddedCamera(): CameraConfig {
   const clip = BUNDLED_CLIP();
   const source: SourceConfig = hasExecutable("ffmpeg") && existsSync(clip)
     ? { type: "file", path: clip, loop: true, fps: 2 }
-    : { type: "folder", path: join(bundledModelDir(), "reference", "images"), loop: true, fps: 1 };
+    : { type: "folder", path: demoImagesDir(), loop: true, fps: 1 };
   return {
     name: "demo",
     source,
@@ -72,25 +74,6 @@ export function embeddedCamera(): CameraConfig {
   };
 }
 
-function sourceOptions(camera: CameraConfig, slot: LatestFrame): CreateSourceOptions {
-  const common = { camera: camera.name, decoder: camera.decoder, stallTimeoutS: camera.stallTimeoutS, drops: slot };
-  const s = camera.source;
-  switch (s.type) {
-    case "file":
-      return { ...common, type: "file", path: s.path, loop: s.loop, ...(s.fps !== undefined ? { fps: s.fps } : {}) };
-    case "folder":
-      return { ...common, type: "folder", path: s.path, loop: s.loop, fps: s.fps };
-    case "rtsp":
-      return { ...common, type: "rtsp", url: s.url, transport: s.transport };
-    case "v4l2":
-      return { ...common, type: "v4l2", device: s.device, format: s.format, width: s.width, height: s.height, fps: s.fps };
-    case "csi":
-      return { ...common, type: "csi", sensorId: s.sensorId, width: s.width, height: s.height, fps: s.fps };
-    case "http":
-      return { ...common, type: "http", url: s.url, intervalS: s.intervalS };
-  }
-}
-
 async function readPem(path: string | undefined, what: string): Promise<string | undefined> {
   if (path === undefined) return undefined;
   try {
@@ -100,38 +83,191 @@ async function readPem(path: string | undefined, what: string): Promise<string |
   }
 }
 
+/** The TLS files named in the config, read. */
+async function readTls(tls: ServiceConfig["mqtt"]["tls"]): Promise<{ ca?: string; cert?: string; key?: string }> {
+  return {
+    ...(tls.ca ? { ca: await readPem(tls.ca, "ca") } : {}),
+    ...(tls.cert ? { cert: await readPem(tls.cert, "cert") } : {}),
+    ...(tls.key ? { key: await readPem(tls.key, "key") } : {}),
+  };
+}
+
+/** Loads the model in a worker (default) or on this thread, as one object with one dispose. */
+async function loadServiceModel(config: ServiceConfig, env: RuntimeEnvironment, log: Logger): Promise<ServiceModel> {
+  const modelPath = config.model.path ?? demoModelDir();
+  if (config.model.path === undefined) log.warn("no model configured: using the bundled demo model", { model: modelPath, fix: "set model.path in the config or pass --model DIR" });
+  const open = modelOptionsFromConfig(config.model, env, (line: string) => log.info(line));
+  // ONNX Runtime's Node binding runs sessions on the calling thread: in a worker, a vision pass no longer holds up
+  // MQTT keep-alives, commands, source pipes and the watchdog
+  if (config.model.thread === "worker") return WorkerModel.start(modelPath, open);
+  const local = await loadFlorence(modelPath, open);
+  return {
+    files: local.files,
+    engine: local.engine,
+    encodeImage: (image) => local.encodeImage(image),
+    runTask: (vision, request, generate) => local.runTask(vision as VisionFeatures, request, generate),
+    dispose: () => local.dispose(), // the model owns its engine
+  };
+}
+
+/** The configured broker's URL, or an embedded broker started on 127.0.0.1 (port 1883 if free). */
+async function brokerUrl(config: ServiceConfig, log: Logger): Promise<{ url: string; broker: EmbeddedBroker | undefined }> {
+  if (config.mqtt.url !== undefined) return { url: config.mqtt.url, broker: undefined };
+  let broker: EmbeddedBroker;
+  try {
+    broker = await startBroker({ host: "127.0.0.1", port: 1883 });
+  } catch {
+    broker = await startBroker({ host: "127.0.0.1", port: 0 });
+  }
+  log.info("no MQTT broker configured: started the embedded broker (MQTT 3.1.1)", { url: broker.url, subscribe: `mosquitto_sub -h ${broker.host} -p ${broker.port} -t '${config.mqtt.topicPrefix}/#' -v` });
+  return { url: broker.url, broker };
+}
+
+/** What a running service holds, stopped in reverse order of starting. */
+interface Running {
+  model?: ServiceModel;
+  broker?: EmbeddedBroker;
+  publisher?: MqttPublisher;
+  metricsServer?: MetricsServer;
+  sources: FrameSource[];
+  loop?: CameraLoop;
+  feeder?: WatchdogFeeder;
+  statsTimer?: ReturnType<typeof setInterval>;
+  cleanups: (() => Promise<void> | void)[];
+}
+
+async function stopRunning(running: Running, log: Logger): Promise<void> {
+  if (running.statsTimer) clearInterval(running.statsTimer);
+  running.feeder?.stop();
+  await Promise.allSettled(running.sources.map((s) => s.stop()));
+  await running.loop?.stop(); // finishes the inference in flight
+  if (running.publisher) await running.publisher.stop(5000).catch((e) => log.warn("mqtt stop failed", { error: String(e) }));
+  await running.metricsServer?.close().catch(() => undefined);
+  await running.model?.dispose();
+  await running.broker?.close().catch(() => undefined);
+  for (const cleanup of running.cleanups) await cleanup();
+}
+
+/** Publishes one result, and its snapshot when the schedule asks for one. */
+function resultPublisher(publisher: MqttPublisher, metrics: ServiceMetrics, log: Logger, echo: boolean) {
+  return async (message: ResultMessage, frame: Frame, taskResult: TaskResult, schedule: TaskSchedule): Promise<void> => {
+    message.latency_ms.capture_to_publish = Math.round((performance.now() - frame.capturedMono) * 100) / 100;
+    const ok = publisher.publishResult(message);
+    metrics.published("result", 0, ok);
+    if (echo) process.stdout.write(`${message.camera} #${message.frame} ${message.task} ${message.latency_ms.total} ms ${JSON.stringify(message.result)}\n`);
+    if (!schedule.snapshot) return;
+    try {
+      const jpeg = await renderSnapshot(frame.format === "rgb24" ? { width: frame.width, height: frame.height, data: frame.data } : frame.data, overlayFromResult(taskResult.result, { task: taskResult.task }), { quality: 80, maxWidth: 1280 });
+      publisher.publishSnapshot(message.camera, message.task, jpeg);
+    } catch (error) {
+      log.warn("snapshot failed", { camera: message.camera, task: message.task, error: String((error as Error).message ?? error) });
+    }
+  };
+}
+
+/** Starts every camera's source: frames into its slot, status changes to MQTT, metrics and the log. */
+function startSources(cameras: readonly CameraConfig[], slots: ReadonlyMap<string, LatestFrame>, publisher: MqttPublisher, metrics: ServiceMetrics, log: Logger): FrameSource[] {
+  return cameras.map((camera) => {
+    const slot = slots.get(camera.name)!;
+    const source = createSource(sourceOptionsFromConfig(camera, slot));
+    log.info("camera", { camera: camera.name, source: source.description, tasks: camera.tasks.map((t) => t.task) });
+    source.start(
+      (frame) => {
+        metrics.frameReceived(frame.camera);
+        slot.put(frame);
+      },
+      (status) => {
+        metrics.sourceStatus(status);
+        publisher.publishStatus(status);
+        const level = status.state === "failed" || status.state === "stalled" ? "warn" : "info";
+        log.log(level, `camera ${status.camera} ${status.state}`, { camera: status.camera, reason: status.reason, restarts: status.restarts });
+      },
+    );
+    return source;
+  });
+}
+
+/** Starts everything in order (model, broker, loop, MQTT, cameras, stats, metrics, watchdog) into `running`. */
+async function start(config: ServiceConfig, options: ServeOptions, cameras: readonly CameraConfig[], running: Running, log: Logger, notifier: Notifier): Promise<void> {
+  const metrics = new ServiceMetrics({ info: { version: SERVICE_VERSION } });
+  const model = (running.model = await loadServiceModel(config, options.env, log));
+  log.info("model loaded", { model: model.files.id, dir: model.files.dir, backend: model.engine.description, precision: model.files.precision, thread: config.model.thread });
+  const { url, broker } = await brokerUrl(config, log);
+  running.broker = broker;
+
+  const slots = new Map(cameras.map((c) => [c.name, new LatestFrame(c.name)]));
+  let publishResult: ReturnType<typeof resultPublisher> | undefined;
+  const loop = (running.loop = new CameraLoop({
+    model,
+    cameras: cameras.map((c) => ({ name: c.name, slot: slots.get(c.name)!, tasks: c.tasks.map((t) => ({ ...t })) })),
+    generate: generateOptionsFromConfig(config),
+    waitForFrame: (signal) => waitForAnyFrame(slots.values(), signal),
+    events: {
+      result: (message, frame, taskResult, schedule) => void publishResult?.(message, frame, taskResult, schedule),
+      error: (camera, stage, error) => {
+        metrics.error(camera, stage);
+        log.warn(stage === "decode" ? "frame skipped: it could not be decoded" : "task failed", { camera, stage, code: (error as FlorenceError).code, error: String((error as Error).message ?? error) });
+      },
+      processed: (camera, stageMs) => metrics.frameProcessed(camera, stageMs),
+    },
+  }));
+
+  const handlers: MqttCommandHandlers = {
+    setTasks: (command) => {
+      const next = applySetCommand(loop.tasksOf(command.camera) ?? [], command);
+      loop.setTasks(command.camera, next);
+      log.info("schedule changed by command", { camera: command.camera, tasks: next.map((t) => t.task) });
+      return next;
+    },
+    infer: (request) => loop.request(request),
+  };
+  const publisher = (running.publisher = new MqttPublisher(
+    publisherOptionsFromConfig(config.mqtt, {
+      url,
+      cameras: cameras.map((c) => c.name),
+      embeddedBroker: broker !== undefined,
+      tls: await readTls(config.mqtt.tls),
+      handlers,
+      log: (level, message) => log.log(level, message, { component: "mqtt" }),
+      swVersion: SERVICE_VERSION,
+      model: model.files.id,
+    }),
+  ));
+  publishResult = resultPublisher(publisher, metrics, log, options.echo === true);
+  publisher.start();
+  running.sources.push(...startSources(cameras, slots, publisher, metrics, log));
+  loop.start();
+
+  running.statsTimer = setInterval(() => {
+    for (const [name, slot] of slots) metrics.queueDepth(`frames:${name}`, slot.pending ? 1 : 0, 1);
+    const counters = publisher.counters();
+    metrics.mqttConnection(counters.state === "online");
+    publisher.publishStats({ ...metrics.snapshot(), mqtt: counters });
+  }, config.statsIntervalS * 1000);
+  if (config.metrics.port !== undefined) {
+    running.metricsServer = await startMetricsServer(metrics, { host: config.metrics.host, port: config.metrics.port });
+    log.info("metrics", { url: running.metricsServer.url });
+  }
+  running.feeder = new WatchdogFeeder({ notifier, progress: () => loop.processedFrames, idle: () => ![...slots.values()].some((s) => s.pending) });
+  running.feeder.start();
+  notifier.ready(`serving ${cameras.length} camera(s) with ${model.files.id}`);
+  log.info("ready", { cameras: cameras.map((c) => c.name), mqtt: maskUrl(url), prefix: config.mqtt.topicPrefix, embedded: config.cameras.length === 0 });
+}
+
 /** Runs the service until a signal (or `durationS`); resolves with the exit code. */
 export async function serve(config: ServiceConfig, options: ServeOptions): Promise<number> {
   const log = options.log ?? createLogger({ level: config.log.level });
   const notifier = createNotifier({ log });
   const cameras = config.cameras.length > 0 ? config.cameras : [embeddedCamera()];
-  const embedded = config.cameras.length === 0;
-  const cleanups: (() => Promise<void> | void)[] = [];
-  let model: ServiceModel | undefined;
-  let broker: EmbeddedBroker | undefined;
-  let publisher: MqttPublisher | undefined;
-  let metricsServer: MetricsServer | undefined;
-  const sources: FrameSource[] = [];
-  let loop: CameraLoop | undefined;
-  let feeder: WatchdogFeeder | undefined;
-  let statsTimer: ReturnType<typeof setInterval> | undefined;
+  const running: Running = { sources: [], cleanups: [] };
   let stopping: Promise<number> | undefined;
   let resolveDone!: (code: number) => void;
   const done = new Promise<number>((resolve) => (resolveDone = resolve));
-
   const shutdown = (reason: string, code = 0): Promise<number> => {
     stopping ??= (async () => {
       log.info("stopping", { reason });
       notifier.stopping(`stopping: ${reason}`);
-      if (statsTimer) clearInterval(statsTimer);
-      feeder?.stop();
-      await Promise.allSettled(sources.map((s) => s.stop()));
-      await loop?.stop(); // finishes the inference in flight
-      if (publisher) await publisher.stop(5000).catch((e) => log.warn("mqtt stop failed", { error: String(e) }));
-      await metricsServer?.close().catch(() => undefined);
-      await model?.dispose();
-      await broker?.close().catch(() => undefined);
-      for (const cleanup of cleanups) await cleanup();
+      await stopRunning(running, log);
       notifier.close();
       log.info("stopped", { reason });
       log.flush();
@@ -142,160 +278,11 @@ export async function serve(config: ServiceConfig, options: ServeOptions): Promi
   };
 
   try {
-    const metrics = new ServiceMetrics({ info: { version: "0.1.0" } });
-    // model
-    const modelPath = config.model.path ?? bundledModelDir();
-    if (config.model.path === undefined) log.warn("no model configured: using the bundled tiny random-weight model (its output is meaningless)", { model: modelPath, fix: "set model.path in the config or pass --model DIR" });
-    const open = {
-      env: options.env,
-      backend: config.model.backend,
-      precision: config.model.precision,
-      ...(config.model.threads ? { threads: config.model.threads } : {}),
-      resize: config.model.resize,
-      tensorrt: {
-        cudaGraphs: config.model.cudaGraphSteps === 0 ? (false as const) : { steps: config.model.cudaGraphSteps },
-        zeroCopy: config.model.zeroCopy === "auto" ? ("auto" as const) : config.model.zeroCopy === "on",
-      },
-      log: (line: string) => log.info(line),
-    };
-    // ONNX Runtime's Node binding runs sessions on the calling thread: in a worker, a vision pass no longer holds up
-    // MQTT keep-alives, commands, source pipes and the watchdog
-    if (config.model.thread === "worker") {
-      model = await WorkerModel.start(modelPath, open);
-    } else {
-      const local = await loadFlorence(modelPath, open);
-      model = {
-        files: local.files,
-        engine: local.engine,
-        encodeImage: (image) => local.encodeImage(image),
-        runTask: (vision, request, generate) => local.runTask(vision as VisionFeatures, request, generate),
-        dispose: async () => {
-          await local.dispose();
-          await local.engine.dispose();
-        },
-      };
-    }
-    log.info("model loaded", { model: model.files.id, dir: model.files.dir, backend: model.engine.description, precision: model.files.precision, thread: config.model.thread });
-
-    // broker
-    let url = config.mqtt.url;
-    if (url === undefined) {
-      try {
-        broker = await startBroker({ host: "127.0.0.1", port: 1883 });
-      } catch {
-        broker = await startBroker({ host: "127.0.0.1", port: 0 });
-      }
-      url = broker.url;
-      log.info("no MQTT broker configured: started the embedded broker (MQTT 3.1.1)", { url, subscribe: `mosquitto_sub -h ${broker.host} -p ${broker.port} -t '${config.mqtt.topicPrefix}/#' -v` });
-    }
-
-    // cameras and the loop
-    const slots = new Map(cameras.map((c) => [c.name, new LatestFrame(c.name)]));
-    const loopCameras = cameras.map((c) => ({ name: c.name, slot: slots.get(c.name)!, tasks: c.tasks.map((t) => ({ ...t })) }));
-    const publishResult = async (message: ResultMessage, frame: Frame, taskResult: TaskResult, schedule: TaskSchedule) => {
-      message.latency_ms.capture_to_publish = Math.round((performance.now() - frame.capturedMono) * 100) / 100;
-      const ok = publisher!.publishResult(message);
-      metrics.published("result", 0, ok);
-      if (options.echo) process.stdout.write(`${message.camera} #${message.frame} ${message.task} ${message.latency_ms.total} ms ${JSON.stringify(message.result)}\n`);
-      if (schedule.snapshot) {
-        try {
-          const jpeg = await renderSnapshot(frame.format === "rgb24" ? { width: frame.width, height: frame.height, data: frame.data } : frame.data, overlayFromResult(taskResult.result, { task: taskResult.task }), { quality: 80, maxWidth: 1280 });
-          publisher!.publishSnapshot(message.camera, message.task, jpeg);
-        } catch (error) {
-          log.warn("snapshot failed", { camera: message.camera, task: message.task, error: String((error as Error).message ?? error) });
-        }
-      }
-    };
-    loop = new CameraLoop({
-      model,
-      cameras: loopCameras,
-      generate: {
-        ...(config.generation.numBeams !== undefined ? { numBeams: config.generation.numBeams } : {}),
-        ...(config.generation.maxNewTokens !== undefined ? { maxNewTokens: config.generation.maxNewTokens } : {}),
-        postprocess: { coordinates: config.postprocess.coordinates, scores: config.postprocess.scores },
-      },
-      waitForFrame: (signal) => waitForAnyFrame(slots.values(), signal),
-      events: {
-        result: (message, frame, taskResult, schedule) => void publishResult(message, frame, taskResult, schedule),
-        error: (camera, stage, error) => {
-          metrics.error(camera, stage);
-          log.warn(stage === "decode" ? "frame skipped: it could not be decoded" : "task failed", { camera, stage, code: (error as FlorenceError).code, error: String((error as Error).message ?? error) });
-        },
-        processed: (camera, stageMs) => metrics.frameProcessed(camera, stageMs),
-      },
-    });
-
-    publisher = new MqttPublisher({
-      url,
-      cameras: cameras.map((c) => c.name),
-      topicPrefix: config.mqtt.topicPrefix,
-      ...(config.mqtt.clientId ? { clientId: config.mqtt.clientId } : {}),
-      ...(config.mqtt.username ? { username: config.mqtt.username } : {}),
-      ...(config.mqtt.password ? { password: config.mqtt.password } : {}),
-      tls: {
-        ...(config.mqtt.tls.ca ? { ca: await readPem(config.mqtt.tls.ca, "ca") } : {}),
-        ...(config.mqtt.tls.cert ? { cert: await readPem(config.mqtt.tls.cert, "cert") } : {}),
-        ...(config.mqtt.tls.key ? { key: await readPem(config.mqtt.tls.key, "key") } : {}),
-        rejectUnauthorized: config.mqtt.tls.rejectUnauthorized,
-      },
-      protocol: broker ? 4 : config.mqtt.protocol,
-      qos: config.mqtt.qos,
-      retain: config.mqtt.retain,
-      offlineQueue: config.mqtt.offlineQueue,
-      discovery: { enabled: config.mqtt.discovery.enabled, prefix: config.mqtt.discovery.prefix, model: model.files.id, swVersion: "0.1.0" },
-      handlers: {
-        setTasks: (command) => {
-          const next = applySetCommand(loop!.tasksOf(command.camera) ?? [], command);
-          loop!.setTasks(command.camera, next);
-          log.info("schedule changed by command", { camera: command.camera, tasks: next.map((t) => t.task) });
-          return next;
-        },
-        infer: (request) => loop!.request(request),
-      },
-      log: (level, message) => log.log(level, message, { component: "mqtt" }),
-    });
-    publisher.start();
-
-    for (const camera of cameras) {
-      const slot = slots.get(camera.name)!;
-      const source = createSource(sourceOptions(camera, slot));
-      sources.push(source);
-      log.info("camera", { camera: camera.name, source: source.description, tasks: camera.tasks.map((t) => t.task) });
-      source.start(
-        (frame) => {
-          metrics.frameReceived(frame.camera);
-          slot.put(frame);
-        },
-        (status) => {
-          metrics.sourceStatus(status);
-          publisher!.publishStatus(status);
-          const level = status.state === "failed" || status.state === "stalled" ? "warn" : "info";
-          log.log(level, `camera ${status.camera} ${status.state}`, { camera: status.camera, reason: status.reason, restarts: status.restarts });
-        },
-      );
-    }
-    loop.start();
-
-    statsTimer = setInterval(() => {
-      for (const [name, slot] of slots) metrics.queueDepth(`frames:${name}`, slot.pending ? 1 : 0, 1);
-      const counters = publisher!.counters();
-      metrics.mqttConnection(counters.state === "online");
-      publisher!.publishStats({ ...metrics.snapshot(), mqtt: counters });
-    }, config.statsIntervalS * 1000);
-    if (config.metrics.port !== undefined) {
-      metricsServer = await startMetricsServer(metrics, { host: config.metrics.host, port: config.metrics.port });
-      log.info("metrics", { url: metricsServer.url });
-    }
-
-    feeder = new WatchdogFeeder({ notifier, progress: () => loop!.processedFrames, idle: () => ![...slots.values()].some((s) => s.pending) });
-    feeder.start();
-    notifier.ready(`serving ${cameras.length} camera(s) with ${model.files.id}`);
-    log.info("ready", { cameras: cameras.map((c) => c.name), mqtt: url.replace(/\/\/[^@/]*@/, "//***@"), prefix: config.mqtt.topicPrefix, embedded });
+    await start(config, options, cameras, running, log, notifier);
   } catch (error) {
     await shutdown(`start-up failed: ${(error as Error).message}`, 1);
     throw error;
   }
-
   if (options.handleSignals !== false) {
     const onSignal = (signal: string) => void shutdown(signal);
     process.once("SIGTERM", () => onSignal("SIGTERM"));
@@ -303,7 +290,7 @@ export async function serve(config: ServiceConfig, options: ServeOptions): Promi
   }
   if (options.durationS !== undefined) {
     const timer = setTimeout(() => void shutdown(`--duration ${options.durationS}s elapsed`), options.durationS * 1000);
-    cleanups.push(() => clearTimeout(timer));
+    running.cleanups.push(() => clearTimeout(timer));
   }
   return done;
 }

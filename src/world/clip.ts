@@ -7,7 +7,7 @@ import type { WorldFont } from "./font.ts";
 import { boxArea, shapeBox } from "./geometry.ts";
 import { WorldRandom } from "./random.ts";
 import { sampleBackground, sampleStill, type Scene, sceneTruth, type ShapeObject, type Truth, wordBox } from "./scene.ts";
-import { COLOUR_NAMES, MIN_GAP, MIN_MARGIN, SHAPE_NAMES } from "./spec.ts";
+import { COLOUR_NAMES, MIN_GAP, MIN_MARGIN, SHAPE_NAMES } from "./world_spec.ts";
 
 export interface ClipOptions {
   seed: number;

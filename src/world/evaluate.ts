@@ -9,7 +9,7 @@ import type { WorldFont } from "./font.ts";
 import {
   NO_COUNTS, type MatchCounts, addCounts, captionNamesExactly, detectionsOf, matchDetections, median, polygonIoU,
   polygonsOf, precision, recall, shapeDetections, wordDetectionsOf,
-} from "./metrics.ts";
+} from "./scoring.ts";
 import { WorldRandom } from "./random.ts";
 import type { Truth } from "./scene.ts";
 

@@ -2,7 +2,7 @@
  * The world's geometry: shape outlines and boxes as the spec defines them, box spacing, and the measures the
  * evaluation uses (box IoU, polygon area). Coordinates are continuous pixels, (0, 0) the image's top-left corner.
  */
-import { CIRCLE_POLYGON_POINTS, type ShapeName, STAR_INNER } from "./spec.ts";
+import { CIRCLE_POLYGON_POINTS, type ShapeName, STAR_INNER } from "./world_spec.ts";
 
 /** [x1, y1, x2, y2]. */
 export type Box = [number, number, number, number];

@@ -8,7 +8,7 @@ import { type Polygon, shapeBox, shapeOutline, translatePolygon } from "./geomet
 import { WorldRandom } from "./random.ts";
 import { polygonCoverage } from "./raster.ts";
 import { backgroundGrey, type Scene, wordBox, wordContours } from "./scene.ts";
-import { COLOURS } from "./spec.ts";
+import { COLOURS } from "./world_spec.ts";
 
 /** Points on a circle when our own rasteriser draws it (the outline is then within 0.01 px of the disc for d ≤ 450). */
 const RENDER_CIRCLE_POINTS = 256;

@@ -8,7 +8,7 @@ import { WorldRandom } from "./random.ts";
 import {
   COLOUR_NAMES, type ColourName, FONT_SIZE, GREY_RANGE, IMAGE_SIZES, JPEG_QUALITY, MIN_GAP, MIN_MARGIN, NOISE_SIGMA,
   SHAPE_NAMES, SHAPE_SIZE, SHAPES_PER_IMAGE, type ShapeName, WORD_INK_THRESHOLD, WORDS, WORDS_PER_IMAGE,
-} from "./spec.ts";
+} from "./world_spec.ts";
 
 export type Background =
   | { kind: "flat"; grey: number }

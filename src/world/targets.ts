@@ -7,7 +7,7 @@ import { constructPrompt, quantizeBox, type TaskToken } from "../florence/tasks.
 import { type Box, boxCentre, type Polygon, shapeOutline } from "./geometry.ts";
 import type { WorldRandom } from "./random.ts";
 import type { ShapeTruth, Truth } from "./scene.ts";
-import { COLOUR_NAMES, SHAPE_NAMES } from "./spec.ts";
+import { COLOUR_NAMES, SHAPE_NAMES } from "./world_spec.ts";
 
 /** Points on a circle's polygon in the model's answers (a 16-gon covers 97 % of the disc). */
 export const ANSWER_CIRCLE_POINTS = 16;

@@ -12,7 +12,7 @@ import process from "node:process";
 import { promisify } from "node:util";
 import { OnnxRuntimeEngine } from "../../src/engine/onnxruntime/onnxruntime.ts";
 import { Florence2 } from "../../src/florence/florence2.ts";
-import type { ReferenceCase } from "../../scripts/hardware-test.ts";
+import type { ReferenceCase } from "../../src/hardware/parity.ts";
 import { REFERENCE, REPO_ROOT, TINY_MODEL, readReference } from "../support/paths.ts";
 
 const run = promisify(execFile);

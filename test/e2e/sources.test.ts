@@ -17,7 +17,7 @@ import { createServer as createTcpServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
-import { ffmpegJpegQ } from "../../src/service/sources/commands.ts";
+import { ffmpegJpegQ } from "../../src/service/sources/pipelines.ts";
 import { createSource, JpegSplitter, type CommonSourceOptions, type CreateSourceOptions, type SourceSpec, type SpawnProcess } from "../../src/service/sources/index.ts";
 import type { Frame, FrameSource, SourceStatus } from "../../src/service/types.ts";
 import { REPO_ROOT } from "../support/paths.ts";

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { pathToFileURL } from "node:url";
 import { FlorenceError } from "../../src/errors.ts";
-import { loadServiceConfig } from "../../src/service/config.ts";
+import { loadServiceConfig } from "../../src/service/service_config.ts";
 import { WatchdogFeeder, createNotifier } from "../../src/service/systemd.ts";
 import { REPO_ROOT } from "../support/paths.ts";
 

@@ -22,11 +22,13 @@ import type { TensorRtEngine } from "../../src/engine/tensorrt/runtime.ts";
 import { loadFlorence, type TensorRtTuning } from "../../src/mod.ts";
 import { REFERENCE, TINY_MODEL } from "../support/paths.ts";
 import { decoderPlans, embedPlan, type StandinPlan, standinOnGpu, writeStandinEngines } from "../support/trt_standin.ts";
+import { skipGpuTests } from "../support/gpu_skips.ts";
 
 const availability = CudaRuntime.tryOpen();
 
 if (!availability.ok) {
   console.log(`tensorrt-pipeline: SKIPPED: ${availability.reason}. It runs on a machine with an NVIDIA GPU and driver (scripts/gpu/pipeline-check.sh).`);
+  skipGpuTests(import.meta.url, "no usable CUDA GPU here");
 } else {
   const cuda = availability.cuda;
   // the backend looks libnvinfer up by soname, as on a real machine: the stand-in must be on the loader's path
@@ -83,7 +85,6 @@ if (!availability.ok) {
       return { results, lines, stats: (model.engine as TensorRtEngine).stats() };
     } finally {
       await model.dispose();
-      await model.engine.dispose();
     }
   }
 

@@ -20,10 +20,11 @@ import { isFlorenceError } from "../../src/errors.ts";
 import { CudaRuntime } from "../../src/engine/tensorrt/cuda.ts";
 import { engineDirName } from "../../src/engine/tensorrt/manifest.ts";
 import { TensorRtEngine, type TensorRtOptions } from "../../src/engine/tensorrt/runtime.ts";
-import type { DecoderStep } from "../../src/florence/decoder.ts";
+import type { DecoderStep } from "../../src/engine/engine.ts";
 import { decoderPlans, type StandinPlan, standinOnGpu, writeStandinEngines } from "../support/trt_standin.ts";
 import { rejectsCode } from "../support/errors.ts";
 import { seededRandom } from "../support/random.ts";
+import { skipGpuTests } from "../support/gpu_skips.ts";
 
 const availability = CudaRuntime.tryOpen();
 
@@ -34,6 +35,7 @@ const VOCAB = 40;
 
 if (!availability.ok) {
   console.log(`tensorrt-standin: SKIPPED: ${availability.reason}. It runs on a machine with an NVIDIA GPU and driver (scripts/gpu/cuda-check.sh).`);
+  skipGpuTests(import.meta.url, "no usable CUDA GPU here");
 } else {
   const cuda = availability.cuda;
   const { library, standin, machine } = standinOnGpu(cuda);
@@ -200,7 +202,7 @@ if (!availability.ok) {
       } catch (e) {
         error = e;
       }
-      assert.ok(isFlorenceError(error, "ENGINE_INPUT_INVALID") && /15 past positions/.test((error as Error).message) && /build:engines/.test(error.fix ?? ""), String(error));
+      assert.ok(isFlorenceError(error, "ENGINE_INPUT_INVALID") && /15 past positions/.test((error as Error).message) && /florence-edge build-engines/.test(error.fix ?? ""), String(error));
       await decoder.dispose();
       await rejectsCode(decoder.next(Int32Array.of(1)), "DISPOSED", /disposed/);
     } finally {

@@ -1,5 +1,5 @@
 /**
- * A stand-in for libnvinfer, for running the TensorRT backend (runtime.ts, graph.ts, decoder.ts) on a machine that
+ * A stand-in for libnvinfer, for running the TensorRT backend (runtime.ts, graph.ts, tensorrt_decoder.ts) on a machine that
  * has CUDA but no TensorRT (TensorRT cannot be installed where this project is developed).
  *
  * It is TensorRT's ABI as abi.ts states it, nothing more: libnvinfer's two C entry points (standin_nvinfer.c), the
@@ -479,7 +479,7 @@ export function standinOnGpu(cuda: CudaRuntime, options: { bySoname?: boolean } 
   return { library, standin, trt: loaded.trt, machine: describeMachine(cuda, loaded.trt) };
 }
 
-/** An engine folder as build:engines writes it, for the stand-in: one .plan per graph and a manifest for `machine`. */
+/** An engine folder as build-engines writes it, for the stand-in: one .plan per graph and a manifest for `machine`. */
 export function writeStandinEngines(dir: string, plans: Record<string, StandinPlan>, machine: MachineInfo, modelId: string): void {
   mkdirSync(dir, { recursive: true });
   const graphs: Record<string, unknown> = {};

@@ -4,7 +4,8 @@ import { existsSync, lstatSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { quantile } from "../../src/timing.ts";
 import { TASKS } from "../../src/florence/tasks.ts";
-import { firstDifference, florenceProcessorTables, parseBenchArgs, prepareTransformersJsFolder, stageMedians, summarise } from "../../scripts/bench-vs-transformersjs.ts";
+import { florenceProcessorTables, parseBenchArgs, prepareTransformersJsFolder, stageMedians, summarise } from "../../scripts/bench-vs-transformersjs.ts";
+import { firstDifference } from "../../src/hardware/parity.ts";
 import { REFERENCE, REPO_ROOT, TINY_MODEL, readReference } from "../support/paths.ts";
 import { throwsCode } from "../support/errors.ts";
 

@@ -1,5 +1,5 @@
 /**
- * scripts/build-engines.ts orchestration. TensorRT cannot be installed on the machine that runs these tests, so each
+ * `florence-edge build-engines` (src/engine_build/) orchestration. TensorRT cannot be installed on the machine that runs these tests, so each
  * test writes STAND-INS for `trtexec` and `nvidia-smi`: small shell scripts that print the banners the real tools
  * print, record the argv they get, keep a copy of the ONNX they were given and write a fake .plan. What is checked
  * here is everything around TensorRT: the graphs handed to it (run in ONNX Runtime at the profile shapes), the flags,
@@ -14,28 +14,19 @@ import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
-import {
-  buildEngines,
-  type BuildEnginesOptions,
-  detectTensorRT,
-  ENGINE_GRAPHS,
-  type EngineManifest,
-  engineDirName,
-  findTrtexec,
-  formatCommand,
-  fp32Nodes,
-  inferElementTypes,
-  JETPACK_TRTEXEC,
-  main,
-  parseTensorRTVersion,
-  toMixedPrecision,
-} from "../../scripts/build-engines.ts";
+import { buildEngines, type BuildEnginesOptions } from "../../src/engine_build/build_engines.ts";
+import { detectTensorRT, findTrtexec, JETPACK_TRTEXEC, parseTensorRTVersion } from "../../src/engine_build/detect.ts";
+import { ENGINE_GRAPHS } from "../../src/engine_build/graphs.ts";
+import { fp32Nodes, inferElementTypes, toMixedPrecision } from "../../src/engine_build/mixed_precision.ts";
+import { formatCommand } from "../../src/engine_build/trtexec.ts";
+import { main } from "../../src/cli.ts";
 import { type Tensor, tensor } from "../../src/engine/engine.ts";
-import { DataType, type ModelProto, newNode, newTensor, parseModel, serializeModel, type ValueInfo } from "../../src/engine/onnx/proto.ts";
+import { DataType, type ModelProto, newNode, newTensor, parseModel, type ValueInfo } from "../../src/engine/onnx/proto.ts";
+import { serializeModel } from "../../src/engine/onnx/proto_writer.ts";
 import { splitMergedDecoderModel } from "../../src/engine/onnx/split.ts";
 import { OnnxRuntimeEngine } from "../../src/engine/onnxruntime/onnxruntime.ts";
 import { isFlorenceError } from "../../src/errors.ts";
-import { gpuKey, parseManifest } from "../../src/engine/tensorrt/manifest.ts";
+import { engineDirName, type EngineManifest, gpuKey, parseManifest } from "../../src/engine/tensorrt/manifest.ts";
 import { checkManifest, engineFolderName, findEngines, type MachineInfo, readManifest } from "../../src/engine/tensorrt/runtime.ts";
 import { TINY_MODEL } from "../support/paths.ts";
 import { rejectsCode } from "../support/errors.ts";
@@ -386,7 +377,7 @@ test("the runtime reads what the build writes: findEngines finds the folder, the
       } catch (error) {
         assert.ok(isFlorenceError(error, "ENGINE_UNAVAILABLE"), String(error));
         assert.match((error as Error).message, pattern);
-        assert.match((error as Error).message, /npm run build:engines -- --model/);
+        assert.match((error as Error).message, /florence-edge build-engines --model/);
       }
     };
     refused({ tensorrtVersion: "10.13.0" }, /TensorRT 10\.3\.0 \(this machine has 10\.13\.0\)/);
@@ -742,8 +733,8 @@ test("bad options: clear errors naming the value", async () => {
     const stderr = process.stderr.write;
     process.stderr.write = (() => true) as typeof process.stderr.write;
     try {
-      assert.is(await main(["--model", TINY_MODEL, "--max-new-tokens", "-3"]), 2);
-      assert.is(await main(["--modle", TINY_MODEL]), 2);
+      assert.is(await main(["build-engines", "--model", TINY_MODEL, "--max-new-tokens", "-3"]), 2);
+      assert.is(await main(["build-engines", "--modle", TINY_MODEL]), 2);
     } finally {
       process.stderr.write = stderr;
     }

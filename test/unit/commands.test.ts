@@ -18,7 +18,7 @@ import {
   topicMatchesFilter,
   type SetCommand,
 } from "../../src/service/commands.ts";
-import type { TaskSchedule } from "../../src/service/config.ts";
+import type { TaskSchedule } from "../../src/service/service_config.ts";
 import { loadSchemas } from "../support/json_schema.ts";
 
 const schemas = loadSchemas();

@@ -1,8 +1,8 @@
 /**
- * scripts/hardware-test.ts on a machine without TensorRT: the compiled script skips with exit 3 and names what is
+ * `florence-edge test-hardware` (src/hardware/) on a machine without TensorRT: the command skips with exit 3 and names what is
  * missing, its flags, which reference cases FP16 engines are held to (on the real fixture's generate.json), how
  * outputs are compared (and, on ONNX Runtime, the same parity loop the GPU run uses), the model-size check, and the
- * choice of performance target and its verdicts. The TensorRT steps themselves need a GPU: `npm run test:hardware`.
+ * choice of performance target and its verdicts. The TensorRT steps themselves need a GPU: `florence-edge test-hardware`.
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -13,25 +13,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { promisify } from "node:util";
-import {
-  type CaseOutput,
-  classifyCases,
-  compareCase,
-  exitCodeFor,
-  FLAGS,
-  judgeTarget,
-  missingParts,
-  type ModelSize,
-  modelSizeOf,
-  parseHardwareTestArgs,
-  type ReferenceCase,
-  runParity,
-  selectTarget,
-  skipLine,
-  summarizeParity,
-  TARGET_TOKENS,
-} from "../../scripts/hardware-test.ts";
-import { detectGpu } from "../../scripts/build-engines.ts";
+import { detectGpu } from "../../src/engine_build/detect.ts";
+import { missingParts, skipLine } from "../../src/hardware/environment.ts";
+import { exitCodeFor } from "../../src/hardware/hardware_test.ts";
+import { FLAGS, parseHardwareTestArgs } from "../../src/hardware/options.ts";
+import { type CaseOutput, classifyCases, compareCase, type ReferenceCase, runParity, summarizeParity } from "../../src/hardware/parity.ts";
+import { judgeTarget, type ModelSize, modelSizeOf, selectTarget, TARGET_TOKENS } from "../../src/hardware/performance_targets.ts";
+import { demoImage, demoModelDir } from "../../src/paths.ts";
 import { CudaRuntime } from "../../src/engine/tensorrt/cuda.ts";
 import { tryLoadTensorRt } from "../../src/engine/tensorrt/runtime.ts";
 import { OnnxRuntimeEngine } from "../../src/engine/onnxruntime/onnxruntime.ts";
@@ -39,9 +27,9 @@ import { Florence2 } from "../../src/florence/florence2.ts";
 import { throwsCode } from "../support/errors.ts";
 import { REPO_ROOT } from "../support/paths.ts";
 
-// Node runs the compiled script (as `npm run test:hardware` does); Deno runs it from source
+// Node runs the compiled command (as the installed `florence-edge test-hardware` does); Deno runs it from source
 const IN_DENO = "Deno" in globalThis;
-const COMMAND = IN_DENO ? ["run", "--allow-all", join(REPO_ROOT, "scripts", "hardware-test.ts")] : [join(REPO_ROOT, "dist", "scripts", "hardware-test.js")];
+const COMMAND = IN_DENO ? ["run", "--allow-all", join(REPO_ROOT, "src", "bin.ts"), "test-hardware"] : [join(REPO_ROOT, "dist", "src", "bin.js"), "test-hardware"];
 const FIXTURE = join(REPO_ROOT, "test", "fixtures", "tiny-seed0");
 const GiB = 2 ** 30;
 const run = promisify(execFile);
@@ -69,7 +57,7 @@ test("on a machine without GPU or TensorRT the script exits 3 (skipped), names w
   const cuda = CudaRuntime.tryOpen();
   const trt = tryLoadTensorRt();
   if (cuda.ok && trt.ok) {
-    console.log("  (skipped: this machine has CUDA and TensorRT; run `npm run test:hardware` for the real thing)");
+    console.log("  (skipped: this machine has CUDA and TensorRT; run `florence-edge test-hardware` for the real thing)");
     return;
   }
   const hasGpu = cuda.ok || (await detectGpu().then(() => true, () => false));
@@ -135,20 +123,22 @@ test("--help exits 0 and lists every flag; bad flags exit 2 and name the flag", 
   assert.match(positional.stderr, /unexpected argument "extra"/);
 });
 
-test("parseHardwareTestArgs: defaults are the bundled fixture, margin 0.1, 20 tokens, 20 runs", () => {
-  const options = parseHardwareTestArgs([], REPO_ROOT);
+test("parseHardwareTestArgs: defaults are the bundled demo model and image, margin 0.1, 20 tokens, 20 runs", () => {
+  const options = parseHardwareTestArgs([]);
   if (options === "help") return assert.unreachable("no --help given");
-  assert.is(options.model, FIXTURE);
-  assert.is(options.image, join(FIXTURE, "reference", "images", "street.jpg"));
+  assert.is(options.model, demoModelDir());
+  assert.is(options.image, demoImage());
+  const fixture = parseHardwareTestArgs(["--model", FIXTURE]);
+  assert.ok(fixture !== "help" && fixture.image === join(FIXTURE, "reference", "images", "street.jpg"), "a model with reference images times its own street.jpg");
   assert.equal([options.margin, options.maxNewTokens, options.runs, options.warmup], [0.1, 20, 20, 3]);
   assert.ok(!options.all && !options.skipBuild);
   assert.is(options.target, undefined);
   assert.is(options.hfBaselineMs, undefined);
-  const set = parseHardwareTestArgs(["--all", "--skip-build", "--margin", "0.5", "--target", "desktop", "--hf-baseline-ms", "310", "--json", "r.json"], REPO_ROOT);
+  const set = parseHardwareTestArgs(["--all", "--skip-build", "--margin", "0.5", "--target", "desktop", "--hf-baseline-ms", "310", "--json", "r.json"]);
   assert.ok(set !== "help" && set.all && set.skipBuild && set.margin === 0.5 && set.target === "desktop" && set.hfBaselineMs === 310 && set.json === "r.json");
-  throwsCode(() => parseHardwareTestArgs(["--runs", "0"], REPO_ROOT), "INVALID_ARGUMENT", /--runs/);
-  throwsCode(() => parseHardwareTestArgs(["--hf-baseline-ms", "0"], REPO_ROOT), "INVALID_ARGUMENT", /--hf-baseline-ms/);
-  throwsCode(() => parseHardwareTestArgs(["--image", "/no/such.jpg"], REPO_ROOT), "INVALID_ARGUMENT", /\/no\/such\.jpg/);
+  throwsCode(() => parseHardwareTestArgs(["--runs", "0"]), "INVALID_ARGUMENT", /--runs/);
+  throwsCode(() => parseHardwareTestArgs(["--hf-baseline-ms", "0"]), "INVALID_ARGUMENT", /--hf-baseline-ms/);
+  throwsCode(() => parseHardwareTestArgs(["--image", "/no/such.jpg"]), "INVALID_ARGUMENT", /\/no\/such\.jpg/);
 });
 
 // ---------------------------------------------------------------------------------------------------------------

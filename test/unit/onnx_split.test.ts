@@ -16,9 +16,9 @@ import {
   newNode,
   newTensor,
   parseModel,
-  serializeModel,
   DataType,
 } from "../../src/engine/onnx/proto.ts";
+import { serializeModel } from "../../src/engine/onnx/proto_writer.ts";
 import { externalDataFiles, splitMergedDecoder, splitMergedDecoderModel } from "../../src/engine/onnx/split.ts";
 import { TINY_MODEL } from "../support/paths.ts";
 import { rejectsCode } from "../support/errors.ts";

@@ -3,7 +3,9 @@ import * as assert from "uvu/assert";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildServiceConfig, loadServiceConfig, sourceFromString } from "../../src/service/config.ts";
+import { buildServiceConfig, loadServiceConfig, sourceFromString } from "../../src/service/service_config.ts";
+import { sourceOptionsFromConfig } from "../../src/service/serve_options.ts";
+import { normalizeCommon, normalizeSpec } from "../../src/service/sources/spec.ts";
 import { TINY_MODEL } from "../support/paths.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "fe-config-"));
@@ -103,6 +105,37 @@ test("errors name the path of the bad key and the fix", () => {
   const dup = join(dir, "dup.yaml");
   writeFileSync(dup, "log: {level: info}\nlog: {level: debug}\n");
   assert.match(error(() => loadServiceConfig({ config: dup }, {})), /YAML/);
+});
+
+test("every source option is reachable from YAML and reaches the source as written", () => {
+  const config = buildServiceConfig({
+    cameras: [
+      {
+        name: "door",
+        source: { type: "rtsp", url: "rtsp://cam/s", transport: "udp", timeout_s: 4, fps: 5, codec: "h265", latency_ms: 80, username: "u", password: "p", output: "rgb24", width: 640, height: 360, jpeg_quality: 70 },
+        backoff: { initial_s: 2, max_s: 30, healthy_s: 10 },
+        max_frame_bytes: 1048576,
+        stall_timeout_s: 20,
+      },
+      { name: "yard", source: { type: "csi", sensor_id: 1, flip_method: 2, output: "jpeg", jpeg_quality: 60 } },
+      { name: "snap", source: { type: "http", url: "https://cam/snap.jpg", timeout_s: 3, username: "u", password: "p", headers: { "X-Key": "k" } } },
+      { name: "clip", source: { type: "file", path: "/tmp/clip.mp4", realtime: false, width: 320 } },
+    ],
+  }, {}, {}, "t");
+  const door = sourceOptionsFromConfig(config.cameras[0]!, { dropped: 0 });
+  const spec = normalizeSpec(door);
+  assert.equal(spec, { type: "rtsp", url: "rtsp://cam/s", transport: "udp", timeoutS: 4, fps: 5, codec: "h265", latencyMs: 80, username: "u", password: "p", out: { format: "rgb24", width: 640, height: 360, jpegQuality: 70 } });
+  assert.equal(normalizeCommon(door), { camera: "door", decoder: "auto", stallTimeoutS: 20, backoff: { initialS: 2, maxS: 30, healthyS: 10 }, maxFrameBytes: 1048576 });
+  const yard = normalizeSpec(sourceOptionsFromConfig(config.cameras[1]!, { dropped: 0 }));
+  assert.equal(yard, { type: "csi", sensorId: 1, width: 1920, height: 1080, fps: 30, flipMethod: 2, out: { format: "jpeg", width: 1920, height: 1080, jpegQuality: 60 } }, "defaults from the one table");
+  assert.equal(normalizeSpec(sourceOptionsFromConfig(config.cameras[2]!, { dropped: 0 })), { type: "http", url: "https://cam/snap.jpg", intervalS: 1, timeoutS: 3, username: "u", password: "p", headers: { "X-Key": "k" } });
+  const clip = normalizeSpec(sourceOptionsFromConfig(config.cameras[3]!, { dropped: 0 }));
+  assert.equal([clip.type, (clip as { realtime: boolean }).realtime, (clip as { out: { width: number } }).out.width], ["file", false, 320]);
+  // bad values are refused at load time, by the sources' own rules, naming the config path
+  assert.match(error(() => buildServiceConfig({ cameras: [{ name: "a", source: { type: "rtsp", url: "rtsp://x", codec: "vp9" } }] }, {}, {}, "t")), /^cameras\[0\]\.source: source\.codec must be one of auto, h264, h265/);
+  assert.match(error(() => buildServiceConfig({ cameras: [{ name: "a", source: { type: "rtsp", url: "rtsp://x", output: "rgb24" } }] }, {}, {}, "t")), /^cameras\[0\]\.source: source\.output/);
+  assert.match(error(() => buildServiceConfig({ cameras: [{ name: "a", source: { type: "rtsp", url: "rtsp://x", latency: 1 } }] }, {}, {}, "t")), /^cameras\[0\]\.source\.latency: unknown key — known keys here: type, url, transport, timeout_s/);
+  assert.match(error(() => buildServiceConfig({ cameras: [{ name: "a", source: "rtsp://x", backoff: { initial_s: 10, max_s: 5 } }] }, {}, {}, "t")), /^cameras\[0\]: source\.backoff\.maxS must be at least backoff\.initialS/);
 });
 
 test("sourceFromString recognises URLs, devices, folders and files", () => {

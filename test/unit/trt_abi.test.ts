@@ -23,7 +23,7 @@ import {
   SUPPORTED_TRT_MAJORS,
 } from "../../src/engine/tensorrt/abi.ts";
 import { FFI_LAYOUTS, LOGGER_SIGNATURES, NVINFER_DECLARATIONS, VTABLE_SIGNATURES } from "../../src/engine/tensorrt/ffi.ts";
-import { checkTrtAbi, formatAbiTable } from "../../scripts/check-trt-abi.ts";
+import { checkTrtAbi, formatAbiTable } from "../../src/engine_build/abi_check.ts";
 
 /** Splits a C++ function type "R (C::*)(A, B) const noexcept" or "R (*)(A)" into result and parameters. */
 function cxxParts(signature: string): { result: string; params: string[] } {
@@ -188,7 +188,7 @@ if (includes.length === 0) {
   );
 } else {
   for (const include of includes) {
-    test(`check:trt-abi passes against ${include}`, async () => {
+    test(`check-trt-abi passes against ${include}`, async () => {
       const result = await checkTrtAbi({ include });
       const failures = result.rows.filter((r) => !r.ok);
       assert.equal(failures, [], formatAbiTable(result));

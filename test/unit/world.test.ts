@@ -9,11 +9,11 @@ import { postProcessGeneration } from "../../src/florence/postprocess.ts";
 import { sampleClip } from "../../src/world/clip.ts";
 import { loadWorldFont } from "../../src/world/font.ts";
 import { boxGap, boxIoU, polygonArea, shapeBox, shapeOutline } from "../../src/world/geometry.ts";
-import { captionNamesExactly, detectionsOf, matchDetections, polygonIoU, polygonsOf, recall, shapeDetections, wordDetectionsOf } from "../../src/world/metrics.ts";
+import { captionNamesExactly, detectionsOf, matchDetections, polygonIoU, polygonsOf, recall, shapeDetections, wordDetectionsOf } from "../../src/world/scoring.ts";
 import { WorldRandom } from "../../src/world/random.ts";
 import { drawScene, renderScene } from "../../src/world/render.ts";
 import { meanGrey, sampleStill, type Scene, sceneTruth, wordBox } from "../../src/world/scene.ts";
-import { COLOURS, IMAGE_SIZES, WORDS } from "../../src/world/spec.ts";
+import { COLOURS, IMAGE_SIZES, WORDS } from "../../src/world/world_spec.ts";
 import { trainingExamples } from "../../src/world/targets.ts";
 
 const font = loadWorldFont();

@@ -11,6 +11,7 @@
  *   through, and runtimes keep the first step's.
  */
 import { FlorenceError } from "../../errors.ts";
+import { PAST_SELF_ATTENTION, PRESENT_CROSS_ATTENTION } from "../kv_cache.ts";
 import {
   cloneGraph,
   cloneNode,
@@ -22,11 +23,11 @@ import {
   type NodeProto,
   newNode,
   parseModel,
-  serializeModel,
   sparseTensorName,
   type TensorProto,
   type ValueInfo,
 } from "./proto.ts";
+import { serializeModel } from "./proto_writer.ts";
 
 export interface SplitDecoderOptions {
   /**
@@ -49,10 +50,6 @@ export interface SplitDecoderModels {
   /** The If node's condition input (use_cache_branch). */
   condition: string;
 }
-
-/** Outputs of the with-past branch that only pass the past cross-attention cache through. */
-export const PLACEHOLDER_PRESENT = /^present\.\d+\.encoder\.(key|value)$/;
-const PAST_SELF_ATTENTION = /^past_key_values\.\d+\.decoder\.(key|value)$/;
 
 /** Splits the bytes of a merged decoder into the bytes of a first-step model and a with-past model. */
 export function splitMergedDecoder(mergedBytes: Uint8Array, options: SplitDecoderOptions = {}): SplitDecoder {
@@ -305,7 +302,7 @@ function specialize(merged: ModelProto, condition: string, useCache: boolean, gr
     }
   }
 
-  const outputs = outer.output.filter((o) => !(useCache && PLACEHOLDER_PRESENT.test(o.name ?? ""))).map(cloneValueInfo);
+  const outputs = outer.output.filter((o) => !(useCache && PRESENT_CROSS_ATTENTION.test(o.name ?? ""))).map(cloneValueInfo);
   const graph: GraphProto = {
     ...outer,
     unknownFields: [...outer.unknownFields],

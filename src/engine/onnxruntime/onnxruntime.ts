@@ -1,8 +1,14 @@
-/** ONNX Runtime backend (CPU). The only module that imports onnxruntime-node. */
+/**
+ * ONNX Runtime backend (CPU). The only module that imports onnxruntime-node. Its decoders run the decoder graphs
+ * with the KV cache in host tensors (graph_decoder.ts), and it answers a plain embed_tokens graph by table lookup
+ * (host_embedding.ts) instead of a session call per decoder step.
+ */
 import { performance } from "node:perf_hooks";
 import * as ort from "onnxruntime-node";
 import { FlorenceError } from "../../errors.ts";
-import { checkFeeds, type Engine, type Graph, type Tensor, type ValueInfo } from "../engine.ts";
+import { checkFeeds, type DecoderLayout, type DecoderOptions, type DecoderStep, type Engine, engineDisposed, type Graph, type GraphLoadOptions, type Tensor, type ValueInfo } from "../engine.ts";
+import { createGraphDecoder } from "../graph_decoder.ts";
+import { loadHostEmbedding } from "../host_embedding.ts";
 
 export interface OnnxRuntimeOptions {
   /** Threads inside one operator; default: ONNX Runtime's choice (all cores). */
@@ -68,16 +74,41 @@ class OnnxRuntimeGraph implements Graph {
 
 export class OnnxRuntimeEngine implements Engine {
   readonly backend = "onnxruntime" as const;
+  readonly decoderCache = "host" as const;
   readonly description: string;
   readonly #options: OnnxRuntimeOptions;
   readonly #graphs = new Set<Graph>();
+  readonly #decoders = new Set<DecoderStep>();
+  #disposed = false;
 
   constructor(options: OnnxRuntimeOptions = {}) {
     this.#options = options;
     this.description = `onnxruntime-node ${ort.env.versions?.common ?? ""} CPU${options.intraOpThreads ? `, ${options.intraOpThreads} threads` : ""}`.trim();
   }
 
-  async loadGraph(name: string, path: string): Promise<Graph> {
+  #check(): void {
+    if (this.#disposed) throw engineDisposed("ONNX Runtime");
+  }
+
+  /** The merged decoder when the model folder has it (one graph, no second session), else the split pair. */
+  decoderLayout(hasMerged: boolean): DecoderLayout {
+    return hasMerged ? "merged" : "split";
+  }
+
+  async loadGraph(name: string, path: string, options: GraphLoadOptions = {}): Promise<Graph> {
+    this.#check();
+    const host = name === "embed_tokens" && options.hostLookup !== false ? await loadHostEmbedding(name, path) : undefined;
+    const graph = host ?? (await this.#loadSession(name, path));
+    if (this.#disposed) {
+      // disposed while the file was loading: nothing may outlive the engine
+      await graph.dispose();
+      this.#check();
+    }
+    this.#graphs.add(graph);
+    return graph;
+  }
+
+  async #loadSession(name: string, path: string): Promise<Graph> {
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(path, {
@@ -94,12 +125,31 @@ export class OnnxRuntimeEngine implements Engine {
         cause,
       });
     }
-    const graph = new OnnxRuntimeGraph(name, path, session, this.#options.onSessionRun);
-    this.#graphs.add(graph);
-    return graph;
+    return new OnnxRuntimeGraph(name, path, session, this.#options.onSessionRun);
+  }
+
+  /** A decoder over graphs loaded here (or any host graphs: a wrapper that times each run passes its own). */
+  async createDecoder(options: DecoderOptions): Promise<DecoderStep> {
+    this.#check();
+    const decoder = await createGraphDecoder(options);
+    this.#decoders.add(decoder);
+    return {
+      rows: decoder.rows,
+      next: (tokens) => decoder.next(tokens),
+      reorder: (rows) => decoder.reorder(rows),
+      dispose: async () => {
+        this.#decoders.delete(decoder);
+        await decoder.dispose();
+      },
+    };
   }
 
   async dispose(): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    const decoders = [...this.#decoders];
+    this.#decoders.clear();
+    await Promise.all(decoders.map((d) => d.dispose()));
     const graphs = [...this.#graphs];
     this.#graphs.clear();
     await Promise.all(graphs.map((g) => g.dispose()));

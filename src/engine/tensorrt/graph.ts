@@ -14,9 +14,9 @@ import { FlorenceError } from "../../errors.ts";
 import { type AbiTable, selfCheckFailure } from "./abi.ts";
 import type { CudaRuntime, CudaStream, DeviceBuffer, PinnedBuffer } from "./cuda.ts";
 import { allocDims, type ApivMethods, bindApivObject, callAsync, createNativeLogger, dimsToArray, type NativeDims, type NativeLogger, type Pointer, readPointer, wrapperDeleter } from "./ffi.ts";
-import type { TensorRtLibrary } from "./runtime.ts";
+import type { TensorRtLibrary } from "./library.ts";
 
-export const REBUILD = "npm run build:engines -- --model";
+export const REBUILD = "florence-edge build-engines --model";
 
 const SEVERITY = ["internal error", "error", "warning", "info", "verbose"] as const;
 
@@ -97,7 +97,7 @@ export class TrtRuntime {
     if (failure) {
       // nothing more is called through an untrusted table: the runtime and logger are left to the process
       throw new FlorenceError("ENGINE_UNAVAILABLE", failure, {
-        fix: "run `npm run check:trt-abi -- --include <TensorRT include dir>` and update src/engine/tensorrt/abi.ts; meanwhile use --backend onnxruntime",
+        fix: "run `florence-edge check-trt-abi --include <TensorRT include dir>` and update src/engine/tensorrt/abi.ts; meanwhile use --backend onnxruntime",
       });
     }
     return new TrtRuntime(trt, logger, recent, wrapper, impl!, bindApivObject("VRuntime", impl!, table));
@@ -254,7 +254,7 @@ export async function createContext(shared: EngineShared, engine: EngineHandle, 
   ]);
   if (check || !methods) {
     await runtime.destroyWrapper(wrapper, "IExecutionContext");
-    throw new FlorenceError("ENGINE_UNAVAILABLE", check!, { fix: "run `npm run check:trt-abi -- --include <TensorRT include dir>`" });
+    throw new FlorenceError("ENGINE_UNAVAILABLE", check!, { fix: "run `florence-edge check-trt-abi --include <TensorRT include dir>`" });
   }
   if (memory) methods.setDeviceMemoryV2(impl!, memory.address, memory.bytes);
   return new TrtContext(wrapper, impl!, methods, allocDims(table));

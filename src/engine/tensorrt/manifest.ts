@@ -1,11 +1,12 @@
 /**
- * The engine folder contract between `npm run build:engines` (scripts/build-engines.ts writes it) and the TensorRT
+ * The engine folder contract between `florence-edge build-engines` (src/engine_build/ writes it) and the TensorRT
  * backend (runtime.ts reads it): the folder name a GPU and TensorRT version map to, and manifest.json. One type and
  * one validator, so that the two sides cannot drift apart.
  *
  *   engines/<model-id>/<gpu>-sm<cc>-trt<version>/<graph>.plan + manifest.json
  */
 import { FlorenceError } from "../../errors.ts";
+import { isRecord } from "../../validate.ts";
 
 export const MANIFEST_SCHEMA = 1;
 
@@ -71,37 +72,36 @@ function invalid(path: string, message: string, rebuild: string): FlorenceError 
 }
 
 /** Validates what the runtime relies on in a parsed manifest.json; errors name the offending field. */
-export function parseManifest(value: unknown, path: string, rebuild = "npm run build:engines -- --model DIR"): EngineManifest {
-  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+export function parseManifest(value: unknown, path: string, rebuild = "florence-edge build-engines --model DIR"): EngineManifest {
   const fail = (message: string) => invalid(path, message, rebuild);
-  if (!isObject(value)) throw fail("must be a JSON object");
-  if (value["schema"] !== MANIFEST_SCHEMA) throw fail(`schema must be ${MANIFEST_SCHEMA}, got ${JSON.stringify(value["schema"])} (written by another version of build:engines)`);
+  if (!isRecord(value)) throw fail("must be a JSON object");
+  if (value["schema"] !== MANIFEST_SCHEMA) throw fail(`schema must be ${MANIFEST_SCHEMA}, got ${JSON.stringify(value["schema"])} (written by another version of build-engines)`);
   const model = value["model"];
-  if (!isObject(model) || typeof model["id"] !== "string") throw fail(`model must be {"id": string, …}, got ${JSON.stringify(model)}`);
+  if (!isRecord(model) || typeof model["id"] !== "string") throw fail(`model must be {"id": string, …}, got ${JSON.stringify(model)}`);
   const trt = value["tensorrt"];
-  if (!isObject(trt) || typeof trt["version"] !== "string" || !/^\d+\.\d+\.\d+$/.test(trt["version"])) {
-    throw fail(`tensorrt.version must look like "10.3.0", got ${JSON.stringify(isObject(trt) ? trt["version"] : trt)}`);
+  if (!isRecord(trt) || typeof trt["version"] !== "string" || !/^\d+\.\d+\.\d+$/.test(trt["version"])) {
+    throw fail(`tensorrt.version must look like "10.3.0", got ${JSON.stringify(isRecord(trt) ? trt["version"] : trt)}`);
   }
   const gpu = value["gpu"];
-  if (!isObject(gpu) || typeof gpu["name"] !== "string" || typeof gpu["computeCapability"] !== "string" || !/^\d+\.\d+$/.test(gpu["computeCapability"])) {
+  if (!isRecord(gpu) || typeof gpu["name"] !== "string" || typeof gpu["computeCapability"] !== "string" || !/^\d+\.\d+$/.test(gpu["computeCapability"])) {
     throw fail(`gpu must be {"name": string, "computeCapability": "8.7", …}, got ${JSON.stringify(gpu)}`);
   }
   const graphs = value["graphs"];
-  if (!isObject(graphs) || Object.keys(graphs).length === 0) throw fail("graphs must be an object with one entry per graph");
+  if (!isRecord(graphs) || Object.keys(graphs).length === 0) throw fail("graphs must be an object with one entry per graph");
   for (const [name, record] of Object.entries(graphs)) {
     const where = `graphs.${name}`;
-    if (!isObject(record)) throw fail(`${where} must be an object`);
+    if (!isRecord(record)) throw fail(`${where} must be an object`);
     if (typeof record["plan"] !== "string" || record["plan"].includes("/") || record["plan"].includes("..")) {
       throw fail(`${where}.plan must be a file name in the engine folder, got ${JSON.stringify(record["plan"])}`);
     }
     const sources = record["sources"];
-    if (!Array.isArray(sources) || !sources.every((s) => isObject(s) && typeof s["file"] === "string" && typeof s["sha256"] === "string" && Number.isSafeInteger(s["bytes"]))) {
+    if (!Array.isArray(sources) || !sources.every((s) => isRecord(s) && typeof s["file"] === "string" && typeof s["sha256"] === "string" && Number.isSafeInteger(s["bytes"]))) {
       throw fail(`${where}.sources must be a list of {"file", "sha256", "bytes"}`);
     }
     const profiles = record["profiles"];
-    if (!isObject(profiles)) throw fail(`${where}.profiles must be an object of input shapes`);
+    if (!isRecord(profiles)) throw fail(`${where}.profiles must be an object of input shapes`);
     for (const [input, range] of Object.entries(profiles)) {
-      const ok = isObject(range) && ["min", "opt", "max"].every((k) => Array.isArray(range[k]) && (range[k] as unknown[]).every((d) => Number.isSafeInteger(d) && (d as number) >= 0));
+      const ok = isRecord(range) && ["min", "opt", "max"].every((k) => Array.isArray(range[k]) && (range[k] as unknown[]).every((d) => Number.isSafeInteger(d) && (d as number) >= 0));
       if (!ok) throw fail(`${where}.profiles.${input} must be {"min": [...], "opt": [...], "max": [...]} of non-negative integers`);
     }
   }

@@ -4,29 +4,27 @@
  *
  * - `TensorRtEngine` implements the Engine seam: `loadGraph(name, onnxPath)` loads `<engineDir>/<name>.plan`
  *   after checking manifest.json against this GPU, this TensorRT and the ONNX file it was built from.
- * - `TensorRtEngine.createDecoder` implements DecoderStep with the KV cache on the GPU (decoder.ts: workspaces kept
+ * - `TensorRtEngine.createDecoder` implements DecoderStep with the KV cache on the GPU (tensorrt_decoder.ts: workspaces kept
  *   between generations, CUDA graphs for decoder steps, zero-copy on Jetson); the TensorRT objects are in graph.ts.
  * - `findEngines` / `openTensorRt` are what the backend choice (`--backend auto|tensorrt`) needs.
  *
  * Engines live in `<root>/<model-id>/<gpu>-sm<cc>-trt<version>/` (engineFolderName) with a manifest.json
- * (EngineManifest) written by `npm run build:engines`.
+ * (EngineManifest) written by `florence-edge build-engines`.
  */
 import { createHash } from "node:crypto";
 import { createReadStream, existsSync } from "node:fs";
 import { open, readdir, readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import type { Engine, Graph } from "../engine.ts";
+import { type DecoderLayout, type DecoderOptions, type DecoderStep, type Engine, engineDisposed, type Graph } from "../engine.ts";
 import { FlorenceError } from "../../errors.ts";
-import type { DecoderOptions, DecoderStep } from "../../florence/decoder.ts";
-import { type AbiTable, abiTableFor, formatTrtVersion, selfCheckFailure, SUPPORTED_TRT_MAJORS } from "./abi.ts";
+import { selfCheckFailure } from "./abi.ts";
 import { type CudaOpenOptions, CudaRuntime, type DeviceBuffer, formatCudaVersion } from "./cuda.ts";
-import { DecoderWorkspaces, type DecoderStats, TensorRtDecoder } from "./decoder.ts";
-import { allocNative, type ApivMethods, bindApivObject, bindNvInfer, callAsync, dimsToArray, FFI_LAYOUTS, LIBRARY_DIRS, type NvInferApi, openLibrary, type Pointer, readPointer, SONAMES } from "./ffi.ts";
+import { DecoderWorkspaces, type DecoderStats } from "./decoder_workspace.ts";
+import { allocNative, type ApivMethods, bindApivObject, callAsync, dimsToArray, type Pointer, readPointer } from "./ffi.ts";
+import { type TensorRtLibrary, type TensorRtLibraryOptions, tryLoadTensorRt } from "./library.ts";
+import { TensorRtDecoder } from "./tensorrt_decoder.ts";
 import { createContext, dataTypeName, dataTypeOf, type EngineHandle, type EngineShared, type IoTensor, REBUILD, TensorRtGraph, TrtRuntime } from "./graph.ts";
 import { type EngineEntry, type EngineManifest, engineDirName, gpuKey, parseManifest } from "./manifest.ts";
-
-/** The oldest TensorRT whose vtables hold every method abi.ts uses (10.0 lacks the *V2 memory calls). */
-export const MIN_TRT_VERSION = 100100;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Machine, manifest, engine folders
@@ -47,6 +45,7 @@ export interface MachineInfo {
 }
 
 export type { EngineEntry, EngineManifest } from "./manifest.ts";
+export { MIN_TRT_VERSION, type TensorRtLibrary, type TensorRtLibraryOptions, tryLoadTensorRt } from "./library.ts";
 
 /** The folder a GPU and TensorRT version map to (manifest.ts engineDirName): `geforce-rtx-4090-sm89-trt10.3.0`. */
 export function engineFolderName(machine: Pick<MachineInfo, "gpuName" | "computeCapability" | "tensorrtVersion">): string {
@@ -88,47 +87,7 @@ export function checkManifest(manifest: EngineManifest, machine: MachineInfo, en
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The library
-
-export interface TensorRtLibraryOptions {
-  /** libnvinfer files or sonames to try first. */
-  libraries?: readonly string[];
-  /** More directories to look for libnvinfer in. */
-  searchDirs?: readonly string[];
-  /** Try this major's soname first (the version the engines were built with). */
-  preferMajor?: number;
-}
-
-export interface TensorRtLibrary {
-  readonly api: NvInferApi;
-  /** getInferLibVersion(): major·10000 + minor·100 + patch. */
-  readonly version: number;
-  readonly versionText: string;
-  readonly table: AbiTable;
-}
-
-/** Opens libnvinfer (.so.11, .so.10), checks getInferLibVersion and picks the ABI table. Never throws. */
-export function tryLoadTensorRt(options: TensorRtLibraryOptions = {}): { ok: true; trt: TensorRtLibrary } | { ok: false; reason: string } {
-  const sonames = [...SONAMES.nvinfer].sort((a, b) => Number(b.endsWith(`.so.${options.preferMajor}`)) - Number(a.endsWith(`.so.${options.preferMajor}`)));
-  const candidates = [...(options.libraries ?? []), ...sonames];
-  const library = openLibrary(candidates, [...(options.searchDirs ?? []), ...LIBRARY_DIRS.nvinfer]);
-  if ("failures" in library) return { ok: false, reason: `TensorRT not found (tried ${candidates.join(", ")}): ${library.failures.join("; ") || "no such files"}` };
-  const api = bindNvInfer(library);
-  const version = api.getInferLibVersion();
-  const versionText = formatTrtVersion(version);
-  const table = abiTableFor(version);
-  if (!table) return { ok: false, reason: `${library.path} is TensorRT ${versionText}; this runtime supports TensorRT ${SUPPORTED_TRT_MAJORS.join(" and ")}` };
-  if (version < MIN_TRT_VERSION) {
-    return { ok: false, reason: `${library.path} is TensorRT ${versionText}; this runtime needs ${formatTrtVersion(MIN_TRT_VERSION)} or newer (getDeviceMemorySizeV2 and setDeviceMemoryV2 appeared in 10.1): JetPack 6.1+ or a current TensorRT 10 for desktop` };
-  }
-  const sonameMajor = /\.so\.(\d+)/.exec(library.path)?.[1];
-  if (sonameMajor && Number(sonameMajor) !== table.major) return { ok: false, reason: `${library.path} reports TensorRT ${versionText}: soname and getInferLibVersion disagree` };
-  const dims = table.structs.Dims64;
-  if (FFI_LAYOUTS.Dims64.size !== dims.size || FFI_LAYOUTS.Dims64.d !== dims.offsets["d"] || FFI_LAYOUTS.Dims64.nbDims !== dims.offsets["nbDims"]) {
-    return { ok: false, reason: `koffi lays out Dims64 as ${JSON.stringify(FFI_LAYOUTS.Dims64)}, TensorRT ${table.major} as ${JSON.stringify(dims)}` };
-  }
-  return { ok: true, trt: { api, version, versionText, table } };
-}
+// The machine: CUDA and libnvinfer (library.ts)
 
 export function describeMachine(cuda: CudaRuntime, trt: TensorRtLibrary): MachineInfo {
   const device = cuda.deviceInfo();
@@ -242,6 +201,8 @@ async function sha256File(path: string): Promise<string> {
 
 export class TensorRtEngine implements Engine {
   readonly backend = "tensorrt" as const;
+  /** The KV cache stays on the GPU, in workspaces over this engine's own graphs. */
+  readonly decoderCache = "device" as const;
   readonly description: string;
   readonly engineDir: string;
   readonly manifest: EngineManifest;
@@ -301,7 +262,12 @@ export class TensorRtEngine implements Engine {
   }
 
   #check(): void {
-    if (this.#disposed) throw new FlorenceError("DISPOSED", "this TensorRT engine was disposed", { fix: "create a new one" });
+    if (this.#disposed) throw engineDisposed("TensorRT");
+  }
+
+  /** TensorRT cannot build the merged decoder's If node: it always runs the split pair (engines cut from the merged graph). */
+  decoderLayout(_hasMerged: boolean): DecoderLayout {
+    return "split";
   }
 
   /** Whether the manifest has an engine for a graph (TensorRT runs decoder_model + decoder_with_past_model, never decoder_model_merged). */
@@ -396,7 +362,7 @@ export class TensorRtEngine implements Engine {
       const engineImpl = readPointer(engineWrapper, table.wrappers.ICudaEngine.implOffset);
       const engine = engineImpl === null ? undefined : bindApivObject("VCudaEngine", engineImpl, table);
       const engineCheck = selfCheckFailure(table, runtime.trt.version, [{ what: "VCudaEngine.getPImpl()", expected: engineImpl === null ? null : engineWrapper, actual: engine ? engine.getPImpl(engineImpl!) : null }]);
-      if (engineCheck || !engine) throw new FlorenceError("ENGINE_UNAVAILABLE", engineCheck!, { fix: "run `npm run check:trt-abi -- --include <TensorRT include dir>`" });
+      if (engineCheck || !engine) throw new FlorenceError("ENGINE_UNAVAILABLE", engineCheck!, { fix: "run `florence-edge check-trt-abi --include <TensorRT include dir>`" });
       const io = this.#introspect(name, planPath, engine, engineImpl!);
       const handle: EngineHandle = { wrapper: engineWrapper, impl: engineImpl!, methods: engine };
       const context = await createContext(this.#shared, handle, planPath);
@@ -450,7 +416,7 @@ export class TensorRtEngine implements Engine {
 
   /**
    * A DecoderStep over this engine's decoder_model / decoder_with_past_model (and embed_tokens) graphs, with the
-   * KV cache on the GPU. Takes the same options as decoder.ts's createDecoder.
+   * KV cache on the GPU (tensorrt_decoder.ts).
    */
   async createDecoder(options: DecoderOptions): Promise<DecoderStep> {
     this.#check();

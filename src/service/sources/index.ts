@@ -10,8 +10,8 @@
  * Video kinds run a decoder subprocess (ffmpeg, or GStreamer with hardware decoding on Jetson); every kind is
  * supervised the same way (stall watchdog, restart with backoff, status changes, bounded memory).
  */
-import { maskUrl, redactor, urlPassword } from "./redact.ts";
-import { buildCommand, DEFAULT_PATHS, resolveDecoder, type ProcessCommand } from "./commands.ts";
+import { maskUrl, redactor, urlPassword } from "../redact.ts";
+import { buildCommand, DEFAULT_PATHS, resolveDecoder, type ProcessCommand } from "./pipelines.ts";
 import { FolderDriver } from "./folder_source.ts";
 import { HttpDriver } from "./http_source.ts";
 import { detectPlatform, type PlatformInfo } from "./platform.ts";
@@ -37,11 +37,11 @@ export type {
   V4l2SourceSpec,
   VideoOutputOptions,
 } from "./spec.ts";
-export type { ProcessCommand } from "./commands.ts";
+export type { ProcessCommand } from "./pipelines.ts";
 export type { PlatformInfo, PlatformProbe } from "./platform.ts";
-export { buildCommand, resolveDecoder } from "./commands.ts";
+export { buildCommand, resolveDecoder } from "./pipelines.ts";
 export { detectPlatform } from "./platform.ts";
-export { maskUrl } from "./redact.ts";
+export { maskUrl } from "../redact.ts";
 export { JpegSplitter, inspectJpeg } from "./jpeg_splitter.ts";
 export { RawFrameSplitter } from "./raw_splitter.ts";
 export { backoffDelayS } from "./supervisor.ts";

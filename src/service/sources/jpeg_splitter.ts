@@ -7,6 +7,8 @@
  * `maxFrameBytes`, so memory stays bounded whatever the input.
  */
 
+import { EOI, isFrameMarker, isStandaloneMarker, readFrameHeader, SOI, SOS } from "../../florence/jpeg_header.ts";
+
 export const DEFAULT_MAX_FRAME_BYTES = 32 * 1024 * 1024;
 
 export interface JpegSplitterEvents {
@@ -26,19 +28,6 @@ const LENGTH_LO = 5;
 const SEGMENT = 6; // skipping a segment's payload (capturing SOF's size fields)
 const ENTROPY = 7; // in scan data: looking for FF
 const ENTROPY_FF = 8; // in scan data, the last byte was FF
-
-const SOI = 0xd8;
-const EOI = 0xd9;
-const SOS = 0xda;
-
-function isSof(code: number): boolean {
-  // SOF0..SOF15 except DHT (C4), JPG (C8), DAC (CC).
-  return code >= 0xc0 && code <= 0xcf && code !== 0xc4 && code !== 0xc8 && code !== 0xcc;
-}
-
-function isStandalone(code: number): boolean {
-  return code === 0x01 || (code >= 0xd0 && code <= 0xd7);
-}
 
 export class JpegSplitter {
   readonly #events: JpegSplitterEvents;
@@ -145,7 +134,7 @@ export class JpegSplitter {
           break;
         }
         case SEGMENT: {
-          if (isSof(this.#code) && this.#segmentOffset < 5) {
+          if (isFrameMarker(this.#code) && this.#segmentOffset < 5) {
             this.#sofBytes[this.#segmentOffset] = chunk[i]!;
             this.#segmentOffset++;
             this.#segmentRemaining--;
@@ -220,7 +209,7 @@ export class JpegSplitter {
       this.#fail("0xFF00 outside scan data");
       return;
     }
-    if (isStandalone(code)) {
+    if (isStandaloneMarker(code)) {
       this.#state = inScan ? ENTROPY : MARKER;
       return;
     }
@@ -230,14 +219,14 @@ export class JpegSplitter {
 
   #endSegment(): void {
     const code = this.#code;
-    if (isSof(code)) {
+    if (isFrameMarker(code)) {
       if (this.#segmentOffset < 5) {
         this.#fail("SOF segment too short");
         return;
       }
-      const s = this.#sofBytes;
-      this.#height = (s[1]! << 8) | s[2]!;
-      this.#width = (s[3]! << 8) | s[4]!;
+      const header = readFrameHeader(this.#sofBytes, false)!;
+      this.#height = header.height;
+      this.#width = header.width;
       this.#sawSof = true;
     }
     if (code === SOS) {

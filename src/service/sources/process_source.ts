@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import process from "node:process";
-import type { ProcessCommand } from "./commands.ts";
+import type { ProcessCommand } from "./pipelines.ts";
 import { JpegSplitter } from "./jpeg_splitter.ts";
 import { RawFrameSplitter } from "./raw_splitter.ts";
 import type { SpawnProcess } from "./spec.ts";

@@ -5,6 +5,7 @@
  */
 import type { SpawnOptions } from "node:child_process";
 import { describeValue, FlorenceError } from "../../errors.ts";
+import { maskSecrets } from "../redact.ts";
 import type { PlatformInfo } from "./platform.ts";
 
 export type DecoderChoice = "auto" | "ffmpeg" | "gstreamer";
@@ -128,6 +129,21 @@ export interface CommonSourceOptions {
 
 export type CreateSourceOptions = SourceSpec & CommonSourceOptions;
 
+// ---- defaults: the one place they are written (the config's --source guesses use them too) ----
+
+export const SOURCE_DEFAULTS = {
+  file: { loop: true, realtime: true },
+  folder: { loop: true, fps: 1 },
+  rtsp: { transport: "tcp", timeoutS: 10, codec: "auto", latencyMs: 200 },
+  v4l2: { device: "/dev/video0", format: "mjpeg" },
+  csi: { sensorId: 0, width: 1920, height: 1080, fps: 30, flipMethod: 0 },
+  http: { intervalS: 1, timeoutS: 5 },
+  output: { format: "jpeg", jpegQuality: 90 },
+  common: { decoder: "auto", stallTimeoutS: 10, backoff: { initialS: 1, maxS: 60, healthyS: 30 }, maxFrameBytes: 32 * 1024 * 1024 },
+} as const;
+
+const D = SOURCE_DEFAULTS;
+
 // ---- normalized (defaults filled, validated) ----
 
 export interface OutputShape {
@@ -148,7 +164,7 @@ export type NormalizedSpec =
 export type VideoSpec = Exclude<NormalizedSpec, { type: "folder" } | { type: "http" }>;
 
 function bad(camera: string, key: string, value: unknown, expected: string, fix?: string): never {
-  throw new FlorenceError("CONFIG_INVALID", `camera ${JSON.stringify(camera)}: source.${key} must be ${expected}, got ${describeValue(value)}`, fix ? { fix } : {});
+  throw new FlorenceError("CONFIG_INVALID", `camera ${JSON.stringify(camera)}: source.${key} must be ${expected}, got ${maskSecrets(describeValue(value))}`, fix ? { fix } : {});
 }
 
 function positive(camera: string, key: string, value: unknown, fallback: number, max?: number): number;
@@ -202,7 +218,7 @@ function url(camera: string, key: string, value: unknown, schemes: readonly stri
 }
 
 function output(camera: string, spec: VideoOutputOptions, size?: { width: number; height: number }): OutputShape {
-  const format = choice(camera, "output", spec.output, ["jpeg", "rgb24"] as const, "jpeg");
+  const format = choice(camera, "output", spec.output, ["jpeg", "rgb24"] as const, D.output.format);
   const width = size?.width ?? dimension(camera, "width", spec.width);
   const height = size?.height ?? dimension(camera, "height", spec.height);
   const quality = spec.jpegQuality;
@@ -210,7 +226,7 @@ function output(camera: string, spec: VideoOutputOptions, size?: { width: number
   if (format === "rgb24" && (width === undefined || height === undefined)) {
     bad(camera, "output", format, "used with both width and height", "set width and height (frames are scaled to that size), or use output: jpeg");
   }
-  return { format, width, height, jpegQuality: quality ?? 90 };
+  return { format, width, height, jpegQuality: quality ?? D.output.jpegQuality };
 }
 
 export function normalizeSpec(options: CreateSourceOptions): NormalizedSpec {
@@ -224,39 +240,39 @@ export function normalizeSpec(options: CreateSourceOptions): NormalizedSpec {
       return {
         type: "file",
         path: text(camera, "path", spec.path),
-        loop: flag(camera, "loop", spec.loop, true),
+        loop: flag(camera, "loop", spec.loop, D.file.loop),
         fps: positive(camera, "fps", spec.fps, undefined, 240),
-        realtime: flag(camera, "realtime", spec.realtime, true),
+        realtime: flag(camera, "realtime", spec.realtime, D.file.realtime),
         out: output(camera, spec),
       };
     case "folder":
-      return { type: "folder", path: text(camera, "path", spec.path), loop: flag(camera, "loop", spec.loop, true), fps: positive(camera, "fps", spec.fps, 1, 240) };
+      return { type: "folder", path: text(camera, "path", spec.path), loop: flag(camera, "loop", spec.loop, D.folder.loop), fps: positive(camera, "fps", spec.fps, D.folder.fps, 240) };
     case "rtsp":
       return {
         type: "rtsp",
         url: url(camera, "url", spec.url, ["rtsp", "rtsps"], "rtsp://user:pass@192.168.1.10:554/stream1"),
-        transport: choice(camera, "transport", spec.transport, ["tcp", "udp"] as const, "tcp"),
-        timeoutS: positive(camera, "timeoutS", spec.timeoutS, 10, 3600),
+        transport: choice(camera, "transport", spec.transport, ["tcp", "udp"] as const, D.rtsp.transport),
+        timeoutS: positive(camera, "timeoutS", spec.timeoutS, D.rtsp.timeoutS, 3600),
         fps: positive(camera, "fps", spec.fps, undefined, 240),
-        codec: choice(camera, "codec", spec.codec, ["auto", "h264", "h265"] as const, "auto"),
-        latencyMs: spec.latencyMs === undefined ? 200 : Math.round(positive(camera, "latencyMs", spec.latencyMs, 200, 60000)),
+        codec: choice(camera, "codec", spec.codec, ["auto", "h264", "h265"] as const, D.rtsp.codec),
+        latencyMs: spec.latencyMs === undefined ? D.rtsp.latencyMs : Math.round(positive(camera, "latencyMs", spec.latencyMs, D.rtsp.latencyMs, 60000)),
         username: optionalText(camera, "username", spec.username),
         password: optionalText(camera, "password", spec.password),
         out: output(camera, spec),
       };
     case "v4l2": {
-      const device = text(camera, "device", spec.device, "/dev/video0");
+      const device = text(camera, "device", spec.device, D.v4l2.device);
       if (!device.startsWith("/dev/")) bad(camera, "device", device, "a device path like /dev/video0");
-      return { type: "v4l2", device, format: choice(camera, "format", spec.format, ["mjpeg", "yuyv"] as const, "mjpeg"), fps: positive(camera, "fps", spec.fps, undefined, 240), out: output(camera, spec) };
+      return { type: "v4l2", device, format: choice(camera, "format", spec.format, ["mjpeg", "yuyv"] as const, D.v4l2.format), fps: positive(camera, "fps", spec.fps, undefined, 240), out: output(camera, spec) };
     }
     case "csi": {
-      const sensorId = spec.sensorId ?? 0;
+      const sensorId = spec.sensorId ?? D.csi.sensorId;
       if (typeof sensorId !== "number" || !Number.isInteger(sensorId) || sensorId < 0 || sensorId > 15) bad(camera, "sensorId", sensorId, "an integer in 0..15");
-      const flipMethod = spec.flipMethod ?? 0;
+      const flipMethod = spec.flipMethod ?? D.csi.flipMethod;
       if (typeof flipMethod !== "number" || !Number.isInteger(flipMethod) || flipMethod < 0 || flipMethod > 7) bad(camera, "flipMethod", flipMethod, "an integer in 0..7 (nvvidconv flip-method)");
-      const width = dimension(camera, "width", spec.width, 1920)!;
-      const height = dimension(camera, "height", spec.height, 1080)!;
-      return { type: "csi", sensorId, width, height, fps: positive(camera, "fps", spec.fps, 30, 240), flipMethod, out: output(camera, spec, { width, height }) };
+      const width = dimension(camera, "width", spec.width, D.csi.width)!;
+      const height = dimension(camera, "height", spec.height, D.csi.height)!;
+      return { type: "csi", sensorId, width, height, fps: positive(camera, "fps", spec.fps, D.csi.fps, 240), flipMethod, out: output(camera, spec, { width, height }) };
     }
     case "http": {
       const headers = spec.headers ?? {};
@@ -264,8 +280,8 @@ export function normalizeSpec(options: CreateSourceOptions): NormalizedSpec {
       return {
         type: "http",
         url: url(camera, "url", spec.url, ["http", "https"], "http://192.168.1.10/snapshot.jpg"),
-        intervalS: positive(camera, "intervalS", spec.intervalS, 1, 86400),
-        timeoutS: positive(camera, "timeoutS", spec.timeoutS, 5, 3600),
+        intervalS: positive(camera, "intervalS", spec.intervalS, D.http.intervalS, 86400),
+        timeoutS: positive(camera, "timeoutS", spec.timeoutS, D.http.timeoutS, 3600),
         username: optionalText(camera, "username", spec.username),
         password: optionalText(camera, "password", spec.password),
         headers,
@@ -289,14 +305,14 @@ export interface NormalizedCommon {
 export function normalizeCommon(options: CreateSourceOptions): NormalizedCommon {
   const camera = options.camera;
   const backoff = options.backoff ?? {};
-  const initialS = positive(camera, "backoff.initialS", backoff.initialS, 1, 3600);
-  const maxS = positive(camera, "backoff.maxS", backoff.maxS, 60, 86400);
+  const initialS = positive(camera, "backoff.initialS", backoff.initialS, D.common.backoff.initialS, 3600);
+  const maxS = positive(camera, "backoff.maxS", backoff.maxS, D.common.backoff.maxS, 86400);
   if (maxS < initialS) bad(camera, "backoff.maxS", maxS, `at least backoff.initialS (${initialS})`);
   return {
     camera,
-    decoder: choice(camera, "decoder", options.decoder, ["auto", "ffmpeg", "gstreamer"] as const, "auto"),
-    stallTimeoutS: positive(camera, "stallTimeoutS", options.stallTimeoutS, 10, 86400),
-    backoff: { initialS, maxS, healthyS: positive(camera, "backoff.healthyS", backoff.healthyS, 30, 86400) },
-    maxFrameBytes: Math.round(positive(camera, "maxFrameBytes", options.maxFrameBytes, 32 * 1024 * 1024, 2 ** 31)),
+    decoder: choice(camera, "decoder", options.decoder, ["auto", "ffmpeg", "gstreamer"] as const, D.common.decoder),
+    stallTimeoutS: positive(camera, "stallTimeoutS", options.stallTimeoutS, D.common.stallTimeoutS, 86400),
+    backoff: { initialS, maxS, healthyS: positive(camera, "backoff.healthyS", backoff.healthyS, D.common.backoff.healthyS, 86400) },
+    maxFrameBytes: Math.round(positive(camera, "maxFrameBytes", options.maxFrameBytes, D.common.maxFrameBytes, 2 ** 31)),
   };
 }

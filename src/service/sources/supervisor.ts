@@ -7,6 +7,7 @@
 import { performance } from "node:perf_hooks";
 import { FlorenceError } from "../../errors.ts";
 import type { Frame, FrameSource, SourceState, SourceStatus } from "../types.ts";
+import { backoffDelay } from "../backoff.ts";
 
 export type AttemptOutcome =
   /** The input is finished for good (a `loop: false` file or folder). */
@@ -48,7 +49,7 @@ export interface SupervisorOptions {
 
 /** The delay before restart number `failures` (1-based): initial, doubling, capped. */
 export function backoffDelayS(failures: number, initialS: number, maxS: number): number {
-  return Math.min(maxS, initialS * 2 ** Math.max(0, Math.min(failures - 1, 30)));
+  return backoffDelay(failures - 1, initialS, maxS);
 }
 
 export class SupervisedSource implements FrameSource {

@@ -1,51 +1,15 @@
 /**
- * The decoder side of Florence-2 generation: one token per row in, last-position logits out, with the KV cache kept
- * between steps. `DecoderStep` is the seam generate.ts drives; this file implements it over Engine graphs
- * (onnx-community layout: embed_tokens + decoder_model_merged, or decoder_model + decoder_with_past_model). A GPU
- * backend implements the same interface with the cache in device memory.
+ * A DecoderStep over host graphs (engine.ts's seam): one token per row in, last-position logits out, with the KV
+ * cache kept in host tensors between steps (onnx-community layout: embed_tokens + decoder_model_merged, or
+ * decoder_model + decoder_with_past_model). Any engine whose graphs run on the host can create its decoders here;
+ * the TensorRT engine keeps the cache on the GPU instead (tensorrt/tensorrt_decoder.ts).
  */
-import { elementCount, type Graph, type Tensor, type TensorType, tensor, type ValueInfo } from "../engine/engine.ts";
-import { float16ToFloat32, float32ToFloat16, fromHalf } from "../engine/float16.ts";
+import { type DecoderOptions, type DecoderStep, elementCount, type Graph, type Tensor, type TensorType, tensor, type ValueInfo } from "./engine.ts";
+import { float16ToFloat32, float32ToFloat16, fromHalf } from "./float16.ts";
 import { FlorenceError } from "../errors.ts";
-
-/** One decoder over `rows` = batch × num_beams sequences (each batch item's beams consecutive). */
-export interface DecoderStep {
-  readonly rows: number;
-  /**
-   * Feeds one token per row and returns the logits at that position, [rows × vocab]. The caller may change the
-   * array in place; it is valid until the next call.
-   */
-  next(tokens: Int32Array): Promise<Float32Array>;
-  /** Beam search: row r continues from row rowIndices[r] (HF `reorder_cache`). A no-op for the identity. */
-  reorder(rowIndices: Int32Array): Promise<void>;
-  dispose(): Promise<void>;
-}
-
-/** Loaded graphs by their onnx-community names (embed_tokens, decoder_model_merged, decoder_model, decoder_with_past_model). */
-export type DecoderGraphs = ReadonlyMap<string, Graph> | Readonly<Partial<Record<string, Graph>>>;
-
-export interface DecoderOptions {
-  graphs: DecoderGraphs;
-  /** The encoder's last_hidden_state, [batch, E, D]. */
-  encoderHiddenStates: Tensor;
-  /** int64 [batch, E]. */
-  encoderAttentionMask: Tensor;
-  /** Rows per batch item; the encoder outputs are repeated per beam as HF's `_expand_inputs_for_generation` does. */
-  numBeams?: number;
-  /** Attention geometry, used where the graphs leave it symbolic. */
-  config?: { readonly decoderAttentionHeads?: number; readonly dModel?: number };
-  /** Which decoder graphs to run when both forms are loaded; default: the merged one. */
-  use?: "merged" | "split";
-}
+import { decoderGeometry, graphNamed, PAST_KEY_VALUES, pastNameFor, PRESENT } from "./kv_cache.ts";
 
 type FloatArray = Float32Array | Uint16Array;
-
-const PAST = /^past_key_values\.(\d+)\.(decoder|encoder)\.(key|value)$/;
-const PRESENT = /^present\.(\d+)\.(decoder|encoder)\.(key|value)$/;
-
-function graphNamed(graphs: DecoderGraphs, name: string): Graph | undefined {
-  return graphs instanceof Map ? graphs.get(name) : (graphs as Readonly<Partial<Record<string, Graph>>>)[name];
-}
 
 function convert(t: Tensor, to: TensorType | string): Tensor {
   if (t.type === to) return t;
@@ -97,21 +61,11 @@ class GraphDecoder implements DecoderStep {
   #scratch16: Uint16Array | undefined;
 
   constructor(options: DecoderOptions, embed: Graph | undefined, first: Graph, later: Graph) {
-    const numBeams = options.numBeams ?? 1;
-    if (!Number.isInteger(numBeams) || numBeams < 1) {
-      throw new FlorenceError("INVALID_ARGUMENT", `numBeams must be a positive integer, got ${numBeams}`);
-    }
+    const { rows, numBeams } = decoderGeometry(options);
     const hidden = options.encoderHiddenStates;
     const mask = options.encoderAttentionMask;
-    if (hidden.dims.length !== 3 || mask.dims.length !== 2 || mask.dims[0] !== hidden.dims[0] || mask.dims[1] !== hidden.dims[1] || mask.type !== "int64") {
-      throw new FlorenceError(
-        "INVALID_ARGUMENT",
-        `encoder outputs do not fit together: hidden states ${hidden.type}[${hidden.dims.join(", ")}], attention mask ${mask.type}[${mask.dims.join(", ")}]`,
-        { fix: "pass the encoder's last_hidden_state [batch, E, D] and its int64 attention mask [batch, E]" },
-      );
-    }
     this.#numBeams = numBeams;
-    this.rows = hidden.dims[0]! * numBeams;
+    this.rows = rows;
     this.#embed = embed;
     this.#first = first;
     this.#later = later;
@@ -124,7 +78,7 @@ class GraphDecoder implements DecoderStep {
 
     for (const graph of new Set([first, later])) {
       for (const input of graph.inputs) {
-        const past = PAST.exec(input.name);
+        const past = PAST_KEY_VALUES.exec(input.name);
         if (past) {
           if (!this.#emptyPast.has(input.name)) this.#emptyPast.set(input.name, this.#emptyCache(graph, input, options.config));
           continue;
@@ -141,7 +95,7 @@ class GraphDecoder implements DecoderStep {
         }
       }
     }
-    if (!later.inputs.some((i) => PAST.test(i.name))) {
+    if (!later.inputs.some((i) => PAST_KEY_VALUES.test(i.name))) {
       throw new FlorenceError("MODEL_FILE_INVALID", `decoder graph ${later.name} (${later.path}) has no past_key_values inputs`, {
         fix: "use decoder_model_merged.onnx, or decoder_model.onnx with decoder_with_past_model.onnx",
       });
@@ -222,7 +176,7 @@ class GraphDecoder implements DecoderStep {
     let link = this.#presentToPast.get(output);
     if (link === undefined) {
       const present = PRESENT.exec(output);
-      link = present ? { past: `past_key_values.${present[1]}.${present[2]}.${present[3]}`, cross: present[2] === "encoder" } : null;
+      link = present ? { past: pastNameFor(output), cross: present[2] === "encoder" } : null;
       this.#presentToPast.set(output, link);
     }
     return link;
@@ -307,10 +261,10 @@ class GraphDecoder implements DecoderStep {
 }
 
 /**
- * A decoder over Engine graphs. Takes the merged decoder when loaded (or when `use` says so), else the split pair;
+ * A decoder over host graphs. Takes the merged decoder when loaded (or when `use` says so), else the split pair;
  * embed_tokens turns tokens into the decoder's inputs_embeds.
  */
-export async function createDecoder(options: DecoderOptions): Promise<DecoderStep> {
+export async function createGraphDecoder(options: DecoderOptions): Promise<DecoderStep> {
   const merged = graphNamed(options.graphs, "decoder_model_merged");
   const first = graphNamed(options.graphs, "decoder_model");
   const withPast = graphNamed(options.graphs, "decoder_with_past_model");

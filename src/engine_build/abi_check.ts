@@ -1,21 +1,18 @@
 /**
- * `npm run check:trt-abi -- --include DIR [--include DIR2] [--cuda-include DIR] [--cxx g++]`
- *
- * Compiles scripts/trt-abi-probe/probe.cpp against a TensorRT include directory, runs it, and compares every vtable
- * slot, wrapper layout, logger vtable entry, struct layout and enum value the koffi runtime relies on with the table
- * for that major version in src/engine/tensorrt/abi.ts. Prints one table per include directory; exits 1 on any
- * mismatch, 2 on bad arguments or a probe that does not build. TensorRT's headers are read where they are, never copied.
+ * The TensorRT ABI check: compiles scripts/trt-abi-probe/probe.cpp against a TensorRT include directory, runs it, and
+ * compares every vtable slot, wrapper layout, logger vtable entry, struct layout and enum value the koffi runtime
+ * relies on with the table for that major version in src/engine/tensorrt/abi.ts. TensorRT's headers are read where
+ * they are, never copied.
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import process from "node:process";
-import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
-import { ABI_TABLES, type AbiCheckRow, abiTableFor, compareWithProbe, parseProbeOutput, probeIncludeSource } from "../src/engine/tensorrt/abi.ts";
-import { packageRoot } from "../src/paths.ts";
+import { ABI_TABLES, type AbiCheckRow, abiTableFor, compareWithProbe, parseProbeOutput, probeIncludeSource } from "../engine/tensorrt/abi.ts";
+import { FlorenceError } from "../errors.ts";
+import { packageRoot } from "../paths.ts";
 
 const run = promisify(execFile);
 
@@ -33,10 +30,6 @@ export interface AbiCheckResult {
   version: string;
   rows: AbiCheckRow[];
   ok: boolean;
-}
-
-export class AbiCheckError extends Error {
-  override readonly name = "AbiCheckError";
 }
 
 /** NV_TENSORRT_MAJOR/MINOR/PATCH from NvInferVersion.h, following one level of indirection (10.13+ define them through TRT_*_ENTERPRISE). */
@@ -66,7 +59,9 @@ function defaultCudaInclude(): string | undefined {
 export async function checkTrtAbi(options: AbiCheckOptions): Promise<AbiCheckResult> {
   const include = resolve(options.include);
   if (!existsSync(join(include, "NvInferRuntime.h"))) {
-    throw new AbiCheckError(`--include ${options.include}: no NvInferRuntime.h there — pass TensorRT's include directory (e.g. /usr/include/aarch64-linux-gnu on JetPack, or include/ of a TensorRT tarball or of a NVIDIA/TensorRT checkout)`);
+    throw new FlorenceError("INVALID_ARGUMENT", `--include ${options.include}: no NvInferRuntime.h there`, {
+      fix: "pass TensorRT's include directory (e.g. /usr/include/aarch64-linux-gnu on JetPack, or include/ of a TensorRT tarball or of a NVIDIA/TensorRT checkout)",
+    });
   }
   const declared = await headerVersion(include);
   if (declared && !abiTableFor(declared.major * 10000)) {
@@ -75,10 +70,10 @@ export async function checkTrtAbi(options: AbiCheckOptions): Promise<AbiCheckRes
   }
   const cudaInclude = options.cudaInclude ?? defaultCudaInclude();
   if (!cudaInclude || !existsSync(join(cudaInclude, "cuda_runtime_api.h"))) {
-    throw new AbiCheckError(`no cuda_runtime_api.h in ${cudaInclude ?? "/usr/local/cuda/include or /usr/include"} — TensorRT's headers include it; pass --cuda-include DIR`);
+    throw new FlorenceError("INVALID_ARGUMENT", `no cuda_runtime_api.h in ${cudaInclude ?? "/usr/local/cuda/include or /usr/include"} (TensorRT's headers include it)`, { fix: "pass --cuda-include DIR" });
   }
   const probeSource = join(packageRoot(), "scripts", "trt-abi-probe", "probe.cpp");
-  if (!existsSync(probeSource)) throw new AbiCheckError(`probe source missing: ${probeSource}`);
+  if (!existsSync(probeSource)) throw new FlorenceError("ENGINE_UNAVAILABLE", `probe source missing: ${probeSource}`, { fix: "reinstall florence-edge: the package ships scripts/trt-abi-probe/probe.cpp" });
   const work = await mkdtemp(join(tmpdir(), "trt-abi-probe-"));
   try {
     await writeFile(join(work, "probe_items.inc"), probeIncludeSource());
@@ -88,7 +83,7 @@ export async function checkTrtAbi(options: AbiCheckOptions): Promise<AbiCheckRes
       await run(cxx, ["-std=c++20", "-O0", "-w", "-I", work, "-I", include, "-I", cudaInclude, probeSource, "-o", binary], { maxBuffer: 16 << 20 });
     } catch (cause) {
       const stderr = String((cause as { stderr?: string }).stderr ?? (cause as Error).message);
-      throw new AbiCheckError(`the probe does not compile against ${include} with ${cxx}:\n${stderr.split("\n").slice(0, 40).join("\n")}`);
+      throw new FlorenceError("ENGINE_UNAVAILABLE", `the probe does not compile against ${include} with ${cxx}:\n${stderr.split("\n").slice(0, 40).join("\n")}`, { fix: "check the include directories and that the compiler supports C++20 (--cxx)" });
     }
     const { stdout } = await run(binary, [], { maxBuffer: 16 << 20 });
     const report = parseProbeOutput(stdout);
@@ -113,48 +108,4 @@ export function formatAbiTable(result: AbiCheckResult): string {
   const lines = rows.map((r, i) => `${r.item.padEnd(wi)}  ${r.expected.padEnd(we)}  ${r.found.padEnd(wf)}  ${i === 0 ? "" : r.ok ? "ok" : "MISMATCH"}`);
   const failures = result.rows.filter((r) => !r.ok).length;
   return [`TensorRT ${result.version} headers in ${result.include}`, ...lines, failures ? `${failures} mismatch(es)` : `all ${result.rows.length} items match`].join("\n");
-}
-
-function usage(): string {
-  return "usage: npm run check:trt-abi -- --include DIR [--include DIR ...] [--cuda-include DIR] [--cxx g++]";
-}
-
-async function main(argv: string[]): Promise<number> {
-  const includes: string[] = [];
-  let cudaInclude: string | undefined;
-  let cxx: string | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new AbiCheckError(`${arg} needs a value — ${usage()}`);
-      return v;
-    };
-    if (arg === "--include") includes.push(value());
-    else if (arg === "--cuda-include") cudaInclude = value();
-    else if (arg === "--cxx") cxx = value();
-    else if (arg === "--help" || arg === "-h") {
-      console.log(usage());
-      return 0;
-    } else throw new AbiCheckError(`unknown argument ${JSON.stringify(arg)} — ${usage()}`);
-  }
-  if (includes.length === 0) throw new AbiCheckError(`--include is required — ${usage()}`);
-  let failed = false;
-  for (const include of includes) {
-    const result = await checkTrtAbi({ include, ...(cudaInclude ? { cudaInclude } : {}), ...(cxx ? { cxx } : {}) });
-    console.log(formatAbiTable(result));
-    console.log("");
-    if (!result.ok) failed = true;
-  }
-  return failed ? 1 : 0;
-}
-
-if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (error: unknown) => {
-      console.error(error instanceof AbiCheckError ? `check:trt-abi: ${error.message}` : error);
-      process.exit(2);
-    },
-  );
 }

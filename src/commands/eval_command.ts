@@ -1,18 +1,19 @@
 /** `florence-edge eval`: a model's figures on fresh held-out images of the shapes world, per task. */
 import process from "node:process";
-import { type FlagSpec, parseFlags } from "../cli_args.ts";
+import { type Command, type FlagSpec, parseFlags } from "../cli_args.ts";
 import { readEnvironment } from "../config.ts";
-import { type Precision, PRECISIONS } from "../florence/model_files.ts";
+import type { Precision } from "../florence/model_files.ts";
 import { loadFlorence } from "../mod.ts";
-import { demoModelDir } from "./assets.ts";
-import { evaluateWorld, formatReport } from "./evaluate.ts";
-import { loadWorldFont } from "./font.ts";
+import { demoModelDir } from "../paths.ts";
+import { evaluateWorld, formatReport } from "../world/evaluate.ts";
+import { loadWorldFont } from "../world/font.ts";
+import { MODEL_FLAGS } from "./model_flags.ts";
 
-export const EVAL_FLAGS: Record<string, FlagSpec> = {
+const EVAL_FLAGS: Record<string, FlagSpec> = {
   model: { kind: "string", help: "model folder (default: the bundled assets/florence-2-shapes)" },
-  precision: { kind: "string", choices: PRECISIONS, help: "which onnx/*.onnx files to use (default fp32)" },
-  backend: { kind: "string", choices: ["auto", "onnxruntime", "tensorrt"], help: "inference backend (default auto)" },
-  threads: { kind: "int", min: 1, max: 1024, help: "ONNX Runtime threads (default: all cores)" },
+  precision: MODEL_FLAGS["precision"]!,
+  backend: MODEL_FLAGS["backend"]!,
+  threads: MODEL_FLAGS["threads"]!,
   images: { kind: "int", min: 1, max: 100000, help: "held-out images to draw (default 100)" },
   seed: { kind: "int", min: 0, max: 999999, help: "held-out seed; images come from world seed 1,000,000 + S, never used in training (default 0)" },
   json: { kind: "boolean", help: "print the report as one JSON object" },
@@ -35,7 +36,7 @@ export function progressBar(label: string, stream: NodeJS.WriteStream = process.
   };
 }
 
-export async function cmdEval(argv: string[]): Promise<number> {
+async function run(argv: readonly string[]): Promise<number> {
   const { flags } = parseFlags("eval", argv, EVAL_FLAGS);
   const model = (flags["model"] as string | undefined) ?? demoModelDir();
   const precision = (flags["precision"] as Precision | undefined) ?? "fp32";
@@ -58,3 +59,5 @@ export async function cmdEval(argv: string[]): Promise<number> {
     await florence.dispose();
   }
 }
+
+export const evalCommand: Command = { summary: "a model's per-task figures on fresh held-out images of the shapes world", flags: EVAL_FLAGS, run };

@@ -6,16 +6,14 @@
 import { readFileSync, statSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { FlorenceError } from "../errors.ts";
+import { isRecord } from "../validate.ts";
 import { PRECISIONS, type Precision } from "../florence/model_files.ts";
 import { isTaskToken, TASKS } from "../florence/tasks.ts";
+import { maskUrl } from "./redact.ts";
+import { normalizeCommon, normalizeSpec, SOURCE_DEFAULTS, type BackoffOptions, type SourceSpec, type SourceType } from "./sources/spec.ts";
 
-export type SourceConfig =
-  | { type: "file"; path: string; loop: boolean; fps: number | undefined }
-  | { type: "folder"; path: string; loop: boolean; fps: number }
-  | { type: "rtsp"; url: string; transport: "tcp" | "udp" }
-  | { type: "v4l2"; device: string; format: "mjpeg" | "yuyv"; width: number | undefined; height: number | undefined; fps: number | undefined }
-  | { type: "csi"; sensorId: number; width: number; height: number; fps: number }
-  | { type: "http"; url: string; intervalS: number };
+/** A camera's source: the sources' own spec (sources/spec.ts), parsed straight from YAML; defaults live there. */
+export type SourceConfig = SourceSpec;
 
 export interface TaskSchedule {
   task: string;
@@ -31,6 +29,10 @@ export interface CameraConfig {
   decoder: "auto" | "ffmpeg" | "gstreamer";
   tasks: TaskSchedule[];
   stallTimeoutS: number;
+  /** Restart pacing (sources/spec.ts BackoffOptions); undefined: the sources' defaults. */
+  backoff?: BackoffOptions | undefined;
+  /** Largest frame a source reassembles; undefined: the sources' default. */
+  maxFrameBytes?: number | undefined;
 }
 
 export interface MqttConfig {
@@ -95,13 +97,10 @@ function fail(path: string, message: string, fix?: string): never {
   throw new FlorenceError("CONFIG_INVALID", `${path}: ${message}`, fix ? { fix } : {});
 }
 
-function isObject(value: unknown): value is Obj {
-  return value !== null && typeof value === "object" && !Array.isArray(value);
-}
 
 function object(value: unknown, path: string): Obj {
   if (value === undefined || value === null) return {};
-  if (!isObject(value)) fail(path, `must be a mapping, got ${JSON.stringify(value)}`);
+  if (!isRecord(value)) fail(path, `must be a mapping, got ${JSON.stringify(value)}`);
   return value;
 }
 
@@ -149,58 +148,72 @@ const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** Guesses a source from the `--source` flag: a URL scheme, a device, a folder or a file. */
 export function sourceFromString(value: string, path = "--source"): SourceConfig {
-  if (/^rtsps?:\/\//i.test(value)) return { type: "rtsp", url: value, transport: "tcp" };
-  if (/^https?:\/\//i.test(value)) return { type: "http", url: value, intervalS: 1 };
+  if (/^rtsps?:\/\//i.test(value)) return { type: "rtsp", url: value, transport: SOURCE_DEFAULTS.rtsp.transport };
+  if (/^https?:\/\//i.test(value)) return { type: "http", url: value, intervalS: SOURCE_DEFAULTS.http.intervalS };
   const csi = /^csi:\/\/(\d+)$/i.exec(value);
-  if (csi) return { type: "csi", sensorId: Number(csi[1]), width: 1920, height: 1080, fps: 30 };
-  if (/^\/dev\/video\d+$/.test(value)) return { type: "v4l2", device: value, format: "mjpeg", width: undefined, height: undefined, fps: undefined };
+  if (csi) return { type: "csi", sensorId: Number(csi[1]), width: SOURCE_DEFAULTS.csi.width, height: SOURCE_DEFAULTS.csi.height, fps: SOURCE_DEFAULTS.csi.fps };
+  if (/^\/dev\/video\d+$/.test(value)) return { type: "v4l2", device: value, format: SOURCE_DEFAULTS.v4l2.format, width: undefined, height: undefined, fps: undefined };
   let isDir = false;
   try {
     isDir = statSync(value).isDirectory();
   } catch {
     fail(path, `${JSON.stringify(value)} is not a URL (rtsp://, http://), a device (/dev/videoN, csi://N), a folder or an existing file`);
   }
-  return isDir ? { type: "folder", path: value, loop: true, fps: 1 } : { type: "file", path: value, loop: true, fps: undefined };
+  return isDir ? { type: "folder", path: value } : { type: "file", path: value };
 }
 
-function parseSource(value: unknown, path: string): SourceConfig {
+const VIDEO_OUTPUT_KEYS = { output: "output", width: "width", height: "height", jpeg_quality: "jpegQuality" } as const;
+/** Every source option, by type: the YAML key (snake case) and the spec's field. */
+const SOURCE_KEYS: Record<SourceType, Record<string, string>> = {
+  file: { path: "path", loop: "loop", fps: "fps", realtime: "realtime", ...VIDEO_OUTPUT_KEYS },
+  folder: { path: "path", loop: "loop", fps: "fps" },
+  rtsp: { url: "url", transport: "transport", timeout_s: "timeoutS", fps: "fps", codec: "codec", latency_ms: "latencyMs", username: "username", password: "password", ...VIDEO_OUTPUT_KEYS },
+  v4l2: { device: "device", format: "format", fps: "fps", ...VIDEO_OUTPUT_KEYS },
+  csi: { sensor_id: "sensorId", width: "width", height: "height", fps: "fps", flip_method: "flipMethod", output: "output", jpeg_quality: "jpegQuality" },
+  http: { url: "url", interval_s: "intervalS", timeout_s: "timeoutS", username: "username", password: "password", headers: "headers" },
+};
+/** The fields a parsed source always carries (the default, or undefined where the source decides), so that a
+ * camera's config shows its capture settings; other options appear when set. */
+const ALWAYS: Record<SourceType, readonly string[]> = {
+  file: ["path", "loop", "fps"],
+  folder: ["path", "loop", "fps"],
+  rtsp: ["url", "transport"],
+  v4l2: ["device", "format", "width", "height", "fps"],
+  csi: ["sensorId", "width", "height", "fps"],
+  http: ["url", "intervalS"],
+};
+const REQUIRED: Partial<Record<SourceType, [string, string | undefined]>> = {
+  file: ["path", undefined],
+  folder: ["path", undefined],
+  rtsp: ["url", "e.g. rtsp://user:pass@camera/stream"],
+  http: ["url", undefined],
+};
+
+/** Validates with the sources' own rules, naming the config path. */
+function checked<T>(path: string, check: () => T): T {
+  try {
+    return check();
+  } catch (error) {
+    if (!(error instanceof FlorenceError)) throw error;
+    throw new FlorenceError("CONFIG_INVALID", `${path}: ${error.message.replace(/^camera "[^"]*": /, "")}`);
+  }
+}
+
+function parseSource(value: unknown, path: string, camera: string): SourceConfig {
   if (typeof value === "string") return sourceFromString(value, path);
   const obj = object(value, path);
   const type = oneOf(obj, "type", path, ["file", "folder", "rtsp", "v4l2", "csi", "http"] as const, "file");
   if (obj["type"] === undefined) fail(`${path}.type`, "is required", "one of file, folder, rtsp, v4l2, csi, http");
-  switch (type) {
-    case "file":
-      onlyKeys(obj, path, ["type", "path", "loop", "fps"]);
-      return { type, path: str(obj, "path", path) ?? fail(`${path}.path`, "is required"), loop: bool(obj, "loop", path, true), fps: num(obj, "fps", path, { min: 0.01, max: 240 }) };
-    case "folder":
-      onlyKeys(obj, path, ["type", "path", "loop", "fps"]);
-      return { type, path: str(obj, "path", path) ?? fail(`${path}.path`, "is required"), loop: bool(obj, "loop", path, true), fps: num(obj, "fps", path, { min: 0.01, max: 240 }, 1)! };
-    case "rtsp":
-      onlyKeys(obj, path, ["type", "url", "transport"]);
-      return { type, url: str(obj, "url", path) ?? fail(`${path}.url`, "is required", "e.g. rtsp://user:pass@camera/stream"), transport: oneOf(obj, "transport", path, ["tcp", "udp"] as const, "tcp") };
-    case "v4l2":
-      onlyKeys(obj, path, ["type", "device", "format", "width", "height", "fps"]);
-      return {
-        type,
-        device: str(obj, "device", path, "/dev/video0")!,
-        format: oneOf(obj, "format", path, ["mjpeg", "yuyv"] as const, "mjpeg"),
-        width: num(obj, "width", path, { min: 16, max: 8192, int: true }),
-        height: num(obj, "height", path, { min: 16, max: 8192, int: true }),
-        fps: num(obj, "fps", path, { min: 0.01, max: 240 }),
-      };
-    case "csi":
-      onlyKeys(obj, path, ["type", "sensor_id", "width", "height", "fps"]);
-      return {
-        type,
-        sensorId: num(obj, "sensor_id", path, { min: 0, max: 15, int: true }, 0)!,
-        width: num(obj, "width", path, { min: 16, max: 8192, int: true }, 1920)!,
-        height: num(obj, "height", path, { min: 16, max: 8192, int: true }, 1080)!,
-        fps: num(obj, "fps", path, { min: 0.01, max: 240 }, 30)!,
-      };
-    case "http":
-      onlyKeys(obj, path, ["type", "url", "interval_s"]);
-      return { type, url: str(obj, "url", path) ?? fail(`${path}.url`, "is required"), intervalS: num(obj, "interval_s", path, { min: 0.05, max: 86400 }, 1)! };
-  }
+  const keys = SOURCE_KEYS[type];
+  onlyKeys(obj, path, ["type", ...Object.keys(keys)]);
+  const required = REQUIRED[type];
+  if (required !== undefined) str(obj, required[0], path) ?? fail(`${path}.${required[0]}`, "is required", required[1]);
+  const spec: Record<string, unknown> = { type };
+  const defaults: Record<string, unknown> = SOURCE_DEFAULTS[type];
+  for (const field of ALWAYS[type]) spec[field] = defaults[field];
+  for (const [key, field] of Object.entries(keys)) if (obj[key] !== undefined && obj[key] !== null) spec[field] = obj[key];
+  checked(path, () => normalizeSpec({ ...(spec as unknown as SourceSpec), camera }));
+  return spec as unknown as SourceConfig;
 }
 
 function parseTask(value: unknown, path: string): TaskSchedule {
@@ -215,18 +228,26 @@ function parseTask(value: unknown, path: string): TaskSchedule {
 
 function parseCamera(value: unknown, path: string): CameraConfig {
   const obj = object(value, path);
-  onlyKeys(obj, path, ["name", "source", "decoder", "tasks", "stall_timeout_s"]);
+  onlyKeys(obj, path, ["name", "source", "decoder", "tasks", "stall_timeout_s", "backoff", "max_frame_bytes"]);
   const name = str(obj, "name", path) ?? fail(`${path}.name`, "is required", "a short name: letters, digits, _ and -");
   if (!NAME.test(name)) fail(`${path}.name`, `${JSON.stringify(name)} is not a valid camera name`, "use 1-64 letters, digits, _ or - (it becomes an MQTT topic segment)");
   if (obj["source"] === undefined) fail(`${path}.source`, "is required", "e.g. source: rtsp://camera/stream");
   const tasksValue = obj["tasks"] ?? ["<OD>"];
   if (!Array.isArray(tasksValue) || tasksValue.length === 0) fail(`${path}.tasks`, "must be a non-empty list of tasks");
+  const backoffRaw = object(obj["backoff"], `${path}.backoff`);
+  onlyKeys(backoffRaw, `${path}.backoff`, ["initial_s", "max_s", "healthy_s"]);
+  const backoff = obj["backoff"] === undefined ? undefined : { initialS: num(backoffRaw, "initial_s", `${path}.backoff`, { min: 0.01, max: 3600 }), maxS: num(backoffRaw, "max_s", `${path}.backoff`, { min: 0.01, max: 86400 }), healthyS: num(backoffRaw, "healthy_s", `${path}.backoff`, { min: 0.01, max: 86400 }) };
+  const maxFrameBytes = num(obj, "max_frame_bytes", path, { min: 1024, max: 2 ** 31, int: true });
+  const source = parseSource(obj["source"], `${path}.source`, name);
+  checked(path, () => normalizeCommon({ ...source, camera: name, backoff, maxFrameBytes }));
   return {
     name,
-    source: parseSource(obj["source"], `${path}.source`),
+    source,
     decoder: oneOf(obj, "decoder", path, ["auto", "ffmpeg", "gstreamer"] as const, "auto"),
     tasks: tasksValue.map((t, i) => parseTask(t, `${path}.tasks[${i}]`)),
     stallTimeoutS: num(obj, "stall_timeout_s", path, { min: 1, max: 3600 }, 10)!,
+    ...(backoff !== undefined ? { backoff } : {}),
+    ...(maxFrameBytes !== undefined ? { maxFrameBytes } : {}),
   };
 }
 
@@ -249,7 +270,7 @@ function parseMqtt(value: unknown, env: Record<string, string | undefined>): Mqt
   const obj = object(value, path);
   onlyKeys(obj, path, ["url", "topic_prefix", "client_id", "username", "password", "password_file", "tls", "protocol", "qos", "retain", "offline_queue", "discovery"]);
   const url = str(obj, "url", path) ?? (env["FLORENCE_EDGE_MQTT_URL"] || undefined);
-  if (url !== undefined && !/^(mqtts?|wss?|tcp|ssl):\/\/[^\s]+$/i.test(url)) fail(`${path}.url`, `${JSON.stringify(url.replace(/\/\/[^@/]*@/, "//***@"))} is not an MQTT URL`, "e.g. mqtt://homeassistant.local:1883 or mqtts://broker:8883");
+  if (url !== undefined && !/^(mqtts?|wss?|tcp|ssl):\/\/[^\s]+$/i.test(url)) fail(`${path}.url`, `${JSON.stringify(maskUrl(url))} is not an MQTT URL`, "e.g. mqtt://homeassistant.local:1883 or mqtts://broker:8883");
   const prefix = str(obj, "topic_prefix", path, "florence-edge")!;
   if (/[#+\s]/.test(prefix) || prefix.startsWith("/") || prefix.endsWith("/")) fail(`${path}.topic_prefix`, `${JSON.stringify(prefix)} may not contain # + or spaces, nor start or end with /`);
   const tls = object(obj["tls"], `${path}.tls`);
@@ -310,8 +331,8 @@ export function buildServiceConfig(document: unknown, flags: ServeFlags, env: Re
   if (flags.source !== undefined || flags.camera !== undefined || flags.task !== undefined) {
     // the single-camera flags: --source/--camera/--task describe one camera (replacing the file's list)
     const existing = Array.isArray(camerasRaw) ? (camerasRaw as unknown[]) : [];
-    const named = flags.camera !== undefined ? existing.find((c) => isObject(c) && c["name"] === flags.camera) : existing.length === 1 ? existing[0] : undefined;
-    const base: Obj = isObject(named) ? { ...named } : {};
+    const named = flags.camera !== undefined ? existing.find((c) => isRecord(c) && c["name"] === flags.camera) : existing.length === 1 ? existing[0] : undefined;
+    const base: Obj = isRecord(named) ? { ...named } : {};
     if (flags.camera !== undefined) base["name"] = flags.camera;
     base["name"] ??= "camera";
     if (flags.source !== undefined) base["source"] = flags.source;

@@ -5,7 +5,7 @@
 import { type Box, boxIoU } from "./geometry.ts";
 import { maskIoU, polygonMask } from "./raster.ts";
 import type { ShapeTruth, Truth } from "./scene.ts";
-import { COLOUR_NAMES, SHAPE_NAMES } from "./spec.ts";
+import { COLOUR_NAMES, SHAPE_NAMES } from "./world_spec.ts";
 
 export interface Detection {
   box: Box;

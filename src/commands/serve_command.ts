@@ -1,0 +1,55 @@
+/** `florence-edge serve`: the camera → Florence-2 → MQTT service (src/service/); with nothing configured, the bundled demo. */
+import { type Command, type FlagSpec, parseFlags } from "../cli_args.ts";
+import { environmentVariables, readEnvironment } from "../config.ts";
+import { MODEL_FLAGS } from "./model_flags.ts";
+
+const SERVE_FLAGS: Record<string, FlagSpec> = {
+  config: { kind: "string", help: "config file (YAML or JSON); default $FLORENCE_EDGE_CONFIG, else embedded defaults" },
+  model: { kind: "string", help: "model folder or hub id (overrides model.path)" },
+  source: { kind: "string", help: "one camera's source: rtsp://…, http(s)://…/snapshot.jpg, /dev/videoN, csi://N, a video file or an image folder" },
+  mqtt: { kind: "string", help: "broker URL, e.g. mqtt://homeassistant.local:1883 (default: an embedded broker on 127.0.0.1)" },
+  "topic-prefix": { kind: "string", help: "MQTT topic prefix (default florence-edge)" },
+  camera: { kind: "string", help: "the camera's name for --source/--task (a topic segment)" },
+  task: { kind: "strings", help: 'task for that camera, e.g. "<OD>"; repeat for several (one vision pass per frame)' },
+  text: { kind: "string", help: "text input for the --task tasks that take one" },
+  interval: { kind: "number", min: 0, max: 86400, help: "seconds between runs of the --task tasks (0: every frame)" },
+  precision: MODEL_FLAGS["precision"]!,
+  backend: MODEL_FLAGS["backend"]!,
+  "metrics-port": { kind: "int", min: 0, max: 65535, help: "serve Prometheus /metrics on this port (127.0.0.1)" },
+  "log-level": { kind: "string", choices: ["debug", "info", "warn", "error"], help: "log level (default info)" },
+  duration: { kind: "number", min: 0.1, max: 1e9, help: "stop after this many seconds (demos and tests)" },
+  echo: { kind: "boolean", help: "print one line per published result (default on with embedded defaults)" },
+};
+
+async function run(argv: readonly string[]): Promise<number> {
+  const { flags } = parseFlags("serve", argv, SERVE_FLAGS);
+  const { loadServiceConfig } = await import("../service/service_config.ts");
+  const { serve } = await import("../service/serve.ts");
+  const env = environmentVariables();
+  const config = loadServiceConfig(
+    {
+      ...(flags["config"] !== undefined ? { config: flags["config"] as string } : {}),
+      ...(flags["model"] !== undefined ? { model: flags["model"] as string } : {}),
+      ...(flags["source"] !== undefined ? { source: flags["source"] as string } : {}),
+      ...(flags["mqtt"] !== undefined ? { mqtt: flags["mqtt"] as string } : {}),
+      ...(flags["topic-prefix"] !== undefined ? { topicPrefix: flags["topic-prefix"] as string } : {}),
+      ...(flags["camera"] !== undefined ? { camera: flags["camera"] as string } : {}),
+      ...(flags["task"] !== undefined ? { task: flags["task"] as string[] } : {}),
+      ...(flags["text"] !== undefined ? { text: flags["text"] as string } : {}),
+      ...(flags["interval"] !== undefined ? { interval: flags["interval"] as number } : {}),
+      ...(flags["precision"] !== undefined ? { precision: flags["precision"] as string } : {}),
+      ...(flags["backend"] !== undefined ? { backend: flags["backend"] as string } : {}),
+      ...(flags["metrics-port"] !== undefined ? { metricsPort: flags["metrics-port"] as number } : {}),
+      ...(flags["log-level"] !== undefined ? { logLevel: flags["log-level"] as string } : {}),
+    },
+    env,
+  );
+  const embedded = config.cameras.length === 0 && config.mqtt.url === undefined;
+  return serve(config, {
+    env: readEnvironment(env),
+    echo: flags["echo"] === true || (embedded && flags["echo"] !== false),
+    ...(flags["duration"] !== undefined ? { durationS: flags["duration"] as number } : {}),
+  });
+}
+
+export const serveCommand: Command = { summary: "run the camera → Florence-2 → MQTT service", flags: SERVE_FLAGS, run };
