@@ -29,15 +29,13 @@ export function demoImagesDir(): string {
 
 /** The one demo image commands default to. */
 export function demoImage(): string {
-  return join(demoImagesDir(), "street.jpg");
+  return join(demoImagesDir(), "shapes-0.jpg");
 }
 
-/** The demo clip the service's embedded camera plays through ffmpeg. */
+/**
+ * The demo clip the service's embedded camera plays through ffmpeg: moving shapes drawn by the shapes-world
+ * generator (scripts/make-shapes-clip.ts), with every frame's ground truth beside it (.json).
+ */
 export function demoClip(): string {
-  return join(packageRoot(), "assets", "demo-clip.mp4");
-}
-
-/** The shapes world's clip (src/world/clip.ts) and its ground truth, once generated; demoClip() is what the service plays. */
-export function shapesClip(): string {
   return join(packageRoot(), "assets", "shapes-clip.mkv");
 }
