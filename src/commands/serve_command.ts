@@ -1,4 +1,6 @@
 /** `florence-edge serve`: the camera → Florence-2 → MQTT service (src/service/); with nothing configured, the bundled demo. */
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { type Command, type FlagSpec, parseFlags } from "../cli_args.ts";
 import { environmentVariables, readEnvironment } from "../config.ts";
 import { MODEL_FLAGS } from "./model_flags.ts";
@@ -17,6 +19,8 @@ const SERVE_FLAGS: Record<string, FlagSpec> = {
   backend: MODEL_FLAGS["backend"]!,
   "metrics-port": { kind: "int", min: 0, max: 65535, help: "serve Prometheus /metrics on this port (127.0.0.1)" },
   "log-level": { kind: "string", choices: ["debug", "info", "warn", "error"], help: "log level (default info)" },
+  "log-format": { kind: "string", choices: ["auto", "json", "text"], help: "log lines as JSON (journald, log shippers) or text for people; auto (default): text on a terminal, JSON elsewhere" },
+  "snapshot-dir": { kind: "string", help: "write each camera's latest annotated snapshot here (<camera>-<task>.jpg); default with embedded defaults: the system temp folder" },
   duration: { kind: "number", min: 0.1, max: 1e9, help: "stop after this many seconds (demos and tests)" },
   echo: { kind: "boolean", help: "print one line per published result (default on with embedded defaults)" },
 };
@@ -41,6 +45,7 @@ async function run(argv: readonly string[]): Promise<number> {
       ...(flags["backend"] !== undefined ? { backend: flags["backend"] as string } : {}),
       ...(flags["metrics-port"] !== undefined ? { metricsPort: flags["metrics-port"] as number } : {}),
       ...(flags["log-level"] !== undefined ? { logLevel: flags["log-level"] as string } : {}),
+      ...(flags["log-format"] !== undefined ? { logFormat: flags["log-format"] as string } : {}),
     },
     env,
   );
@@ -48,6 +53,7 @@ async function run(argv: readonly string[]): Promise<number> {
   return serve(config, {
     env: readEnvironment(env),
     echo: flags["echo"] === true || (embedded && flags["echo"] !== false),
+    ...(flags["snapshot-dir"] !== undefined ? { snapshotDir: flags["snapshot-dir"] as string } : embedded ? { snapshotDir: join(tmpdir(), "florence-edge-demo") } : {}),
     ...(flags["duration"] !== undefined ? { durationS: flags["duration"] as number } : {}),
   });
 }

@@ -39,6 +39,17 @@ export interface LoggerOptions {
   env?: Record<string, string | undefined>;
   /** Fields added to every line (a component name, say). */
   fields?: LogFields;
+  /** "json" (default: one object per line, for journald and log shippers) or "text" (for a person at a terminal). */
+  format?: LogFormat;
+}
+
+export type LogFormat = "json" | "text";
+export const LOG_FORMATS = ["auto", "json", "text"] as const;
+
+/** "auto" is text on a terminal that is not journald's stream, JSON everywhere else. */
+export function resolveLogFormat(choice: (typeof LOG_FORMATS)[number], env: Record<string, string | undefined> = process.env, tty = process.stderr.isTTY === true): LogFormat {
+  if (choice !== "auto") return choice;
+  return tty && !env["JOURNAL_STREAM"] ? "text" : "json";
 }
 
 const RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
@@ -137,6 +148,7 @@ export class Logger {
   readonly #windowMs: number;
   readonly #maxTracked: number;
   readonly #prefix: boolean;
+  readonly #text: boolean;
   readonly #base: LogFields | undefined;
   /** Shared with child loggers, so rate limiting spans them. */
   readonly #repeats: Map<string, RepeatState>;
@@ -159,6 +171,7 @@ export class Logger {
     }
     this.#maxTracked = maxTracked;
     this.#prefix = options.journalPriorityPrefix ?? Boolean((options.env ?? process.env)["JOURNAL_STREAM"]);
+    this.#text = options.format === "text";
     this.#base = options.fields && Object.keys(options.fields).length > 0 ? options.fields : undefined;
     this.#repeats = shared?.repeats ?? new Map();
     this.#lastSweep = shared?.lastSweep ?? { at: this.#now() };
@@ -263,7 +276,7 @@ export class Logger {
     }
     let text: string;
     try {
-      text = JSON.stringify(line);
+      text = this.#text ? textLine(line) : JSON.stringify(line);
     } catch {
       text = JSON.stringify({ ts: line["ts"], level, msg, fields_error: "fields could not be serialised" });
     }
@@ -273,4 +286,17 @@ export class Logger {
 
 export function createLogger(options: LoggerOptions = {}): Logger {
   return new Logger(options);
+}
+
+/** `12:04:05 warn  camera demo stalled camera=demo reason="no frame for 10 s"`: the same content, for people. */
+function textLine(line: Record<string, unknown>): string {
+  const time = String(line["ts"]).slice(11, 19);
+  const parts = [`${time} ${String(line["level"]).padEnd(5)} ${String(line["msg"])}`];
+  const fields = (line["fields"] ?? {}) as Record<string, unknown>;
+  for (const [key, value] of Object.entries(fields)) {
+    const shown = typeof value === "string" ? (/^[^\s"=]+$/.test(value) ? value : JSON.stringify(value)) : JSON.stringify(value);
+    parts.push(`${key}=${shown}`);
+  }
+  if (line["suppressed"] !== undefined) parts.push(`(${String(line["suppressed"])} more in ${String(line["window_s"])} s)`);
+  return parts.join(" ");
 }

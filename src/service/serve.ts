@@ -4,7 +4,7 @@
  * broker on localhost, the bundled demo model and clip, printing what it publishes.
  */
 import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import process from "node:process";
@@ -18,7 +18,8 @@ import { type EmbeddedBroker, startBroker } from "./broker.ts";
 import type { MqttCommandHandlers } from "./command_router.ts";
 import { applySetCommand } from "./commands.ts";
 import { LatestFrame, waitForAnyFrame } from "./latest.ts";
-import { createLogger, type Logger } from "./log.ts";
+import { ConsoleView } from "./console_view.ts";
+import { createLogger, type Logger, resolveLogFormat } from "./log.ts";
 import { CameraLoop, type InferenceModel } from "./loop.ts";
 import { type MetricsServer, ServiceMetrics, startMetricsServer } from "./metrics.ts";
 import { MqttPublisher } from "./mqtt.ts";
@@ -42,8 +43,10 @@ export interface ServeOptions {
   env: RuntimeEnvironment;
   /** Stop by itself after this many seconds (demos, tests); default: run until SIGTERM/SIGINT. */
   durationS?: number;
-  /** Print one line per published result to stdout (the embedded-defaults demo does). */
+  /** Print one line per published result to stdout (the embedded-defaults demo does): text, or JSON with log.format json. */
   echo?: boolean;
+  /** Also write each task's latest annotated snapshot to `<dir>/<camera>-<task>.jpg` (replaced atomically). */
+  snapshotDir?: string;
   /** Handle SIGTERM/SIGINT (default true). */
   handleSignals?: boolean;
   log?: Logger;
@@ -149,20 +152,28 @@ async function stopRunning(running: Running, log: Logger): Promise<void> {
 }
 
 /** Publishes one result, and its snapshot when the schedule asks for one. */
-function resultPublisher(publisher: MqttPublisher, metrics: ServiceMetrics, log: Logger, echo: boolean) {
+function resultPublisher(publisher: MqttPublisher, metrics: ServiceMetrics, log: Logger, view: ConsoleView | undefined, snapshotDir: string | undefined) {
   return async (message: ResultMessage, frame: Frame, taskResult: TaskResult, schedule: TaskSchedule): Promise<void> => {
     message.latency_ms.capture_to_publish = Math.round((performance.now() - frame.capturedMono) * 100) / 100;
     const ok = publisher.publishResult(message);
     metrics.published("result", 0, ok);
-    if (echo) process.stdout.write(`${message.camera} #${message.frame} ${message.task} ${message.latency_ms.total} ms ${JSON.stringify(message.result)}\n`);
+    view?.result(message);
     if (!schedule.snapshot) return;
     try {
       const jpeg = await renderSnapshot(frame.format === "rgb24" ? { width: frame.width, height: frame.height, data: frame.data } : frame.data, overlayFromResult(taskResult.result, { task: taskResult.task }), { quality: 80, maxWidth: 1280 });
       publisher.publishSnapshot(message.camera, message.task, jpeg);
+      if (snapshotDir !== undefined) await writeSnapshotFile(snapshotDir, message.camera, message.task, jpeg);
     } catch (error) {
       log.warn("snapshot failed", { camera: message.camera, task: message.task, error: String((error as Error).message ?? error) });
     }
   };
+}
+
+/** `<dir>/<camera>-<task slug>.jpg`, written beside and renamed, so a viewer never reads half a file. */
+async function writeSnapshotFile(dir: string, camera: string, task: string, jpeg: Uint8Array): Promise<void> {
+  const file = join(dir, `${camera}-${task.replace(/[<>]/g, "").toLowerCase()}.jpg`);
+  await writeFile(`${file}.part`, jpeg);
+  await rename(`${file}.part`, file);
 }
 
 /** Starts every camera's source: frames into its slot, status changes to MQTT, metrics and the log. */
@@ -233,7 +244,12 @@ async function start(config: ServiceConfig, options: ServeOptions, cameras: read
       model: model.files.id,
     }),
   ));
-  publishResult = resultPublisher(publisher, metrics, log, options.echo === true);
+  const view = options.echo ? new ConsoleView({ write: (line) => void process.stdout.write(line), json: resolveLogFormat(config.log.format) === "json" }) : undefined;
+  if (options.snapshotDir !== undefined) {
+    await mkdir(options.snapshotDir, { recursive: true });
+    log.info("annotated snapshots", { dir: options.snapshotDir, files: cameras.flatMap((c) => c.tasks.filter((t) => t.snapshot).map((t) => `${c.name}-${t.task.replace(/[<>]/g, "").toLowerCase()}.jpg`)) });
+  }
+  publishResult = resultPublisher(publisher, metrics, log, view, options.snapshotDir);
   publisher.start();
   running.sources.push(...startSources(cameras, slots, publisher, metrics, log));
   loop.start();
@@ -256,7 +272,7 @@ async function start(config: ServiceConfig, options: ServeOptions, cameras: read
 
 /** Runs the service until a signal (or `durationS`); resolves with the exit code. */
 export async function serve(config: ServiceConfig, options: ServeOptions): Promise<number> {
-  const log = options.log ?? createLogger({ level: config.log.level });
+  const log = options.log ?? createLogger({ level: config.log.level, format: resolveLogFormat(config.log.format) });
   const notifier = createNotifier({ log });
   const cameras = config.cameras.length > 0 ? config.cameras : [embeddedCamera()];
   const running: Running = { sources: [], cleanups: [] };

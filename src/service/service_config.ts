@@ -69,7 +69,7 @@ export interface ServiceConfig {
   cameras: CameraConfig[];
   statsIntervalS: number;
   metrics: { port: number | undefined; host: string };
-  log: { level: "debug" | "info" | "warn" | "error" };
+  log: { level: "debug" | "info" | "warn" | "error"; format: "auto" | "json" | "text" };
   /** Where the config came from, for messages. */
   source: string;
 }
@@ -87,6 +87,7 @@ export interface ServeFlags {
   interval?: number;
   metricsPort?: number;
   logLevel?: string;
+  logFormat?: string;
   precision?: string;
   backend?: string;
 }
@@ -315,7 +316,7 @@ export function buildServiceConfig(document: unknown, flags: ServeFlags, env: Re
   const metrics = object(root["metrics"], "metrics");
   onlyKeys(metrics, "metrics", ["port", "host"]);
   const log = object(root["log"], "log");
-  onlyKeys(log, "log", ["level"]);
+  onlyKeys(log, "log", ["level", "format"]);
 
   // flags override the file: apply them to the raw document before validation so errors name the flag's key
   if (flags.model !== undefined) model["path"] = flags.model;
@@ -326,6 +327,7 @@ export function buildServiceConfig(document: unknown, flags: ServeFlags, env: Re
   if (flags.topicPrefix !== undefined) mqttRaw["topic_prefix"] = flags.topicPrefix;
   if (flags.metricsPort !== undefined) metrics["port"] = flags.metricsPort;
   if (flags.logLevel !== undefined) log["level"] = flags.logLevel;
+  if (flags.logFormat !== undefined) log["format"] = flags.logFormat;
 
   let camerasRaw = root["cameras"];
   if (flags.source !== undefined || flags.camera !== undefined || flags.task !== undefined) {
@@ -367,7 +369,7 @@ export function buildServiceConfig(document: unknown, flags: ServeFlags, env: Re
     cameras,
     statsIntervalS: num(root, "stats_interval_s", "config", { min: 1, max: 3600 }, 10)!,
     metrics: { port: num(metrics, "port", "metrics", { min: 0, max: 65535, int: true }), host: str(metrics, "host", "metrics", "127.0.0.1")! },
-    log: { level: oneOf(log, "level", "log", ["debug", "info", "warn", "error"] as const, "info") },
+    log: { level: oneOf(log, "level", "log", ["debug", "info", "warn", "error"] as const, "info"), format: oneOf(log, "format", "log", ["auto", "json", "text"] as const, "auto") },
     source,
   };
 }
