@@ -63,6 +63,9 @@ def main(argv: list[str]) -> int:
         stem = f.stem.replace("_fp16", "").replace("_quantized", "")
         if stem not in KEEP:
             f.unlink()
+    # marks a model of the shapes world: `florence-edge test-hardware` then checks its accuracy on TensorRT too
+    (model_dir / "world.json").write_text(json.dumps({"world": "shapes", "spec_version": 1, "image_side": size["height"],
+                                                     "held_out_seed_base": 1_000_000}, indent=1) + "\n")
     print("export notes:", notes, "in", round(time.time() - t0, 1), "s", flush=True)
     print({f.name: round(f.stat().st_size / 2**20, 2) for f in sorted((model_dir / "onnx").glob("*.onnx"))}, flush=True)
 

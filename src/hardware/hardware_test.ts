@@ -34,6 +34,8 @@ import { demoModelDir, packageRoot } from "../paths.ts";
 import { type Availability, detectEnvironment, type EnvironmentReport, missingParts, PART_NAMES, skipLine } from "./environment.ts";
 import { usage } from "../cli_args.ts";
 import { FLAGS, type HardwareTestOptions, parseHardwareTestArgs } from "./options.ts";
+import { type EvalReport, evaluateWorld } from "../world/evaluate.ts";
+import { loadWorldFont } from "../world/font.ts";
 import { type CaseOutcome, classifyCases, describeDifference, errorText, type ParitySummary, type ReferenceCase, runParity, type Selection, type SkipReason, summarizeParity } from "./parity.ts";
 import { judgeTarget, type ModelSize, modelSizeOf, TARGETS, type TargetSelection, selectTarget, type Verdict } from "./performance_targets.ts";
 
@@ -59,6 +61,8 @@ export interface HardwareReport {
   /** The same timing runs with CUDA graphs off: what the graphs bring on this GPU. */
   cudaGraphs?: { offMedianMs: number; onMedianMs: number; offOverOn: number } | { notMeasured: string };
   target?: { selection: TargetSelection; verdict: Verdict };
+  /** A shapes-world model's figures on held-out images: TensorRT's engines beside ONNX Runtime on the CPU. */
+  world?: { onnxruntime: EvalReport; tensorrt: EvalReport } | { notChecked: string };
   failures: string[];
   /** An unexpected error's stack: in the JSON report, never on the console. */
   stack?: string;
@@ -232,6 +236,51 @@ async function checkParity(ctx: RunContext, refs: References): Promise<boolean> 
   return true;
 }
 
+/**
+ * Step 3b, for a model of the shapes world (its folder holds world.json): every task on fresh held-out images, on
+ * TensorRT and on ONNX Runtime (fp32, CPU), figure beside figure. The first check of FP16 engines that needs no
+ * download: reported, and a failure where TensorRT falls short of a goal that ONNX Runtime meets.
+ */
+async function checkWorld(ctx: RunContext): Promise<void> {
+  const { options, report, say } = ctx;
+  if (!existsSync(join(options.model, "world.json"))) {
+    report.world = { notChecked: "not a shapes-world model (no world.json)" };
+    return;
+  }
+  say(`[3b/${STEPS}] shapes-world accuracy: ${options.worldImages} held-out images, TensorRT beside ONNX Runtime`);
+  const evaluate = async (backend: "tensorrt" | "onnxruntime") => {
+    const model = await loadFlorence(options.model, { env: ctx.runtimeEnv, backend, precision: "fp32" });
+    try {
+      return await evaluateWorld(model, loadWorldFont(), { images: options.worldImages, seed: 0 });
+    } finally {
+      await model.dispose();
+    }
+  };
+  try {
+    const tensorrt = await evaluate("tensorrt");
+    const onnxruntime = await evaluate("onnxruntime");
+    report.world = { onnxruntime, tensorrt };
+    for (const line of compareReports(onnxruntime, tensorrt)) say(`  ${line}`);
+    for (const f of tensorrt.figures) {
+      const cpu = onnxruntime.figures.find((o) => o.task === f.task && o.metric === f.metric);
+      if (f.goal !== undefined && f.value < f.goal && cpu && cpu.value >= f.goal) ctx.fail(`TensorRT ${f.task} ${f.metric} ${f.value.toFixed(3)} is below the goal ${f.goal} that ONNX Runtime meets (${cpu.value.toFixed(3)})`);
+    }
+  } catch (error) {
+    ctx.fail(`shapes-world accuracy: ${errorText(error)}`);
+  }
+}
+
+/** One line per figure: task, metric, ONNX Runtime, TensorRT, goal. */
+export function compareReports(cpu: EvalReport, gpu: EvalReport): string[] {
+  const lines = [`${"task".padEnd(38)} ${"metric".padEnd(16)} ${"onnxruntime".padStart(11)} ${"tensorrt".padStart(9)}  goal`];
+  for (const f of gpu.figures) {
+    const other = cpu.figures.find((o) => o.task === f.task && o.metric === f.metric);
+    lines.push(`${f.task.padEnd(38)} ${f.metric.padEnd(16)} ${(other ? other.value.toFixed(3) : "-").padStart(11)} ${f.value.toFixed(3).padStart(9)}  ${f.goal ?? ""}`);
+  }
+  lines.push(`ms per image, all tasks: onnxruntime ${cpu.msPerImage.toFixed(0)}, tensorrt ${gpu.msPerImage.toFixed(0)}`);
+  return lines;
+}
+
 function caseLine(id: string, outcome: CaseOutcome): string {
   const mark = outcome.status === "exact" ? "exact " : outcome.status === "differ" ? "DIFFER" : "FAILED";
   const detail = outcome.status === "differ" ? ` (${outcome.field}${outcome.tokenIndex !== null ? ` from token ${outcome.tokenIndex}` : ""})` : outcome.status === "failed" ? `: ${shorten(outcome.error)}` : "";
@@ -314,6 +363,7 @@ async function run(options: HardwareTestOptions, startedAt: string, say: (line: 
   const refs = readReferences(options);
   if (!(await prepareEngines(ctx, found, refs))) return report;
   if (!(await checkParity(ctx, refs))) return report;
+  await checkWorld(ctx);
   const bench = await timeCaption(ctx);
   if (bench) judge(ctx, found.machine, bench);
   return report;

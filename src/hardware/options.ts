@@ -20,6 +20,7 @@ export const FLAGS: Record<string, FlagSpec> = {
   "hf-baseline-ms": { kind: "number", min: 0.001, help: "HF PyTorch FP16 median on this GPU, ms (<CAPTION>, greedy, 20 tokens): for the desktop target" },
   trtexec: { kind: "string", help: `trtexec path for building (default ${JETPACK_TRTEXEC}, then PATH)` },
   json: { kind: "string", help: "also write the report as JSON to this file" },
+  "world-images": { kind: "int", min: 1, max: 10000, help: "held-out images for a shapes-world model's accuracy check (default 20)" },
   help: { kind: "boolean", help: "this help" },
 };
 
@@ -36,6 +37,7 @@ export interface HardwareTestOptions {
   hfBaselineMs: number | undefined;
   trtexec: string | undefined;
   json: string | undefined;
+  worldImages: number;
 }
 
 const COMMAND = "test-hardware";
@@ -68,5 +70,6 @@ export function parseHardwareTestArgs(argv: readonly string[]): HardwareTestOpti
     hfBaselineMs: flags["hf-baseline-ms"] as number | undefined,
     trtexec: flags["trtexec"] as string | undefined,
     json: flags["json"] as string | undefined,
+    worldImages: (flags["world-images"] as number | undefined) ?? 20,
   };
 }
