@@ -31,7 +31,7 @@ resume=()
 PYTHONUNBUFFERED=1 python3 scripts/train/train_shapes.py --data "$W/data" --heldout "$W/heldout" --ckpt "$W/ckpt" \
   --seconds "${SECONDS_TO_TRAIN:-300}" --total-seconds "${TOTAL_SECONDS:-1000}" "${resume[@]}"
 echo "train rc=$?"
-kill $(jobs -p) 2>/dev/null
+kill $(jobs -p) 2>/dev/null; pkill -f world-stills.js 2>/dev/null
 python3 - "$W/ckpt" <<'PY'
 import sys, torch
 ck = sys.argv[1]
