@@ -16,10 +16,18 @@ export function packageRoot(): string {
 
 /**
  * The demo model the package ships (onnx-community layout): the default wherever a command or the service needs a
- * model and none is given. The random-weight test/fixtures/tiny-seed0 is for the HF-parity tests only.
+ * model and none is given — the Florence-2 trained on the shapes world (assets/florence-2-shapes, marked by its
+ * world.json) once it ships; until then a copy of the tiny random-weight test model (assets/florence-2-tiny-random),
+ * which runs every task but sees nothing (isSeeingModel tells which).
  */
 export function demoModelDir(): string {
-  return join(packageRoot(), "assets", "florence-2-shapes");
+  const shapes = join(packageRoot(), "assets", "florence-2-shapes");
+  return existsSync(join(shapes, "config.json")) ? shapes : join(packageRoot(), "assets", "florence-2-tiny-random");
+}
+
+/** Whether a model folder is a shapes-world model (trained, with ground truth to check it against). */
+export function isSeeingModel(dir: string): boolean {
+  return existsSync(join(dir, "world.json"));
 }
 
 /** Still images the package ships for demos: the service's camera without ffmpeg, the hardware test's timings. */

@@ -13,7 +13,7 @@ import { FlorenceError } from "../errors.ts";
 import type { TaskResult, VisionFeatures } from "../florence/florence2.ts";
 import { renderSnapshot } from "../florence/image.ts";
 import { loadFlorence } from "../mod.ts";
-import { demoClip, demoImagesDir, demoModelDir } from "../paths.ts";
+import { demoClip, demoImagesDir, demoModelDir, isSeeingModel } from "../paths.ts";
 import { type EmbeddedBroker, startBroker } from "./broker.ts";
 import type { MqttCommandHandlers } from "./command_router.ts";
 import { applySetCommand } from "./commands.ts";
@@ -43,7 +43,7 @@ export interface ServeOptions {
   env: RuntimeEnvironment;
   /** Stop by itself after this many seconds (demos, tests); default: run until SIGTERM/SIGINT. */
   durationS?: number;
-  /** Print one line per published result to stdout (the embedded-defaults demo does): text, or JSON with log.format json. */
+  /** Print one line per published result to stdout (the embedded-defaults demo does): text, JSON lines when log.format is "json". */
   echo?: boolean;
   /** Also write each task's latest annotated snapshot to `<dir>/<camera>-<task>.jpg` (replaced atomically). */
   snapshotDir?: string;
@@ -98,7 +98,10 @@ async function readTls(tls: ServiceConfig["mqtt"]["tls"]): Promise<{ ca?: string
 /** Loads the model in a worker (default) or on this thread, as one object with one dispose. */
 async function loadServiceModel(config: ServiceConfig, env: RuntimeEnvironment, log: Logger): Promise<ServiceModel> {
   const modelPath = config.model.path ?? demoModelDir();
-  if (config.model.path === undefined) log.warn("no model configured: using the bundled demo model", { model: modelPath, fix: "set model.path in the config or pass --model DIR" });
+  if (config.model.path === undefined) {
+    const what = isSeeingModel(modelPath) ? "the bundled demo model (trained on the shapes world)" : "the bundled demo model (random weights: its answers mean nothing)";
+    log.warn(`no model configured: using ${what}`, { model: modelPath, fix: "set model.path in the config or pass --model DIR" });
+  }
   const open = modelOptionsFromConfig(config.model, env, (line: string) => log.info(line));
   // ONNX Runtime's Node binding runs sessions on the calling thread: in a worker, a vision pass no longer holds up
   // MQTT keep-alives, commands, source pipes and the watchdog
@@ -244,7 +247,7 @@ async function start(config: ServiceConfig, options: ServeOptions, cameras: read
       model: model.files.id,
     }),
   ));
-  const view = options.echo ? new ConsoleView({ write: (line) => void process.stdout.write(line), json: resolveLogFormat(config.log.format) === "json" }) : undefined;
+  const view = options.echo ? new ConsoleView({ write: (line) => void process.stdout.write(line), json: config.log.format === "json" }) : undefined;
   if (options.snapshotDir !== undefined) {
     await mkdir(options.snapshotDir, { recursive: true });
     log.info("annotated snapshots", { dir: options.snapshotDir, files: cameras.flatMap((c) => c.tasks.filter((t) => t.snapshot).map((t) => `${c.name}-${t.task.replace(/[<>]/g, "").toLowerCase()}.jpg`)) });

@@ -15,16 +15,19 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import process from "node:process";
 import { promisify } from "node:util";
+import { jpegHeader } from "../../src/florence/image.ts";
+import { demoModelDir } from "../../src/paths.ts";
 import { REPO_ROOT } from "../support/paths.ts";
 
 const run = promisify(execFile);
 const NPM = process.platform === "win32" ? "npm.cmd" : "npm";
 // the CUDA download of onnxruntime-node's install script is never wanted here (the repository's .npmrc says the same)
 const NPM_ENV = { ...process.env, npm_config_onnxruntime_node_install: "skip", npm_config_update_notifier: "false" };
-const DEMO_MODEL = join(REPO_ROOT, "assets", "florence-2-shapes");
+const DEMO_MODEL = demoModelDir();
+const DEMO_MODEL_PATH = relative(REPO_ROOT, DEMO_MODEL);
 
 interface PackedFile {
   path: string;
@@ -99,7 +102,7 @@ test.after(async () => {
 
 test("the tarball ships dist/src, the demo model, clip and images, and no tests, fixtures or dev scripts", () => {
   const paths = installed!.files.map((f) => f.path);
-  for (const needed of ["dist/src/bin.js", "dist/src/commands/build_engines_command.js", "src/mod.ts", "assets/demo-clip.mp4", "assets/demo-images/street.jpg", "assets/florence-2-shapes/config.json", "engines/README.md", "scripts/trt-abi-probe/probe.cpp", "systemd/florence-edge.service"]) {
+  for (const needed of ["dist/src/bin.js", "dist/src/commands/build_engines_command.js", "src/mod.ts", "assets/shapes-clip.mkv", "assets/shapes-clip.json", "assets/demo-images/shapes-0.jpg", "assets/fonts/DejaVuSans-Bold.ttf", `${DEMO_MODEL_PATH}/config.json`, "engines/README.md", "scripts/trt-abi-probe/probe.cpp", "systemd/florence-edge.service"]) {
     assert.ok(paths.includes(needed), `${needed} in the tarball`);
   }
   const unwanted = paths.filter((p) => /^(test|dist\/test|dist\/scripts)\//.test(p) || /tiny-seed0|\/reference\//.test(p) || /^scripts\/(python|gpu)\//.test(p) || /^scripts\/[^/]+\.(ts|mjs)$/.test(p));
@@ -118,14 +121,15 @@ test("installed: florence-edge --help lists every subcommand; build-engines --he
 });
 
 test("installed: florence-edge infer on the bundled demo model", async () => {
-  const model = join(installed!.pkg, "assets", "florence-2-shapes");
-  const image = join(installed!.pkg, "assets", "demo-images", "street.jpg");
+  const model = join(installed!.pkg, DEMO_MODEL_PATH);
+  const image = join(installed!.pkg, "assets", "demo-images", "shapes-0.jpg");
+  const size = jpegHeader(image)!;
   const out = await florenceEdge(["infer", "--model", model, "--image", image, "--task", "<OD>", "--max-new-tokens", "16", "--json"]);
   assert.is(out.code, 0, out.stderr);
   const json = JSON.parse(out.stdout) as { task: string; result: Record<string, unknown>; image_size: { width: number; height: number } };
   assert.is(json.task, "<OD>");
   assert.ok(json.result["<OD>"] !== undefined, out.stdout);
-  assert.equal(json.image_size, { width: 640, height: 480 });
+  assert.equal(json.image_size, { width: size.width, height: size.height });
 });
 
 test("installed: florence-edge serve on embedded defaults publishes, then stops cleanly on SIGTERM", async () => {

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import process from "node:process";
 import mqtt from "mqtt";
 import { decodeImage } from "../../src/florence/image.ts";
-import { demoModelDir } from "../../src/paths.ts";
+import { demoModelDir, isSeeingModel } from "../../src/paths.ts";
 import { startBroker } from "../../src/service/broker.ts";
 import { sampleClip } from "../../src/world/clip.ts";
 import { loadWorldFont } from "../../src/world/font.ts";
@@ -36,7 +36,11 @@ function waitFor<T>(what: string, ms: number, check: () => T | undefined): Promi
   });
 }
 
-test("serve with the shapes model: <OD> boxes on the shapes, captions naming them, snapshot boxes where the shapes are", async () => {
+// Until the shapes-world model ships, the demo model has random weights and this test is a counted skip.
+const seeing = isSeeingModel(demoModelDir());
+const maybe = seeing ? test : (name: string, _fn: () => unknown) => test.skip(`${name} [SKIPPED: the demo model is not the shapes-world model yet (no world.json in ${demoModelDir()})]`, () => undefined);
+
+maybe("serve with the shapes model: <OD> boxes on the shapes, captions naming them, snapshot boxes where the shapes are", async () => {
   const font = loadWorldFont();
   const dir = mkdtempSync(join(tmpdir(), "fe-world-"));
   const frames = sampleClip(font, { seed: 77, frames: FRAMES, lanes: 2 });
