@@ -17,6 +17,7 @@ const EVAL_FLAGS: Record<string, FlagSpec> = {
   images: { kind: "int", min: 1, max: 100000, help: "held-out images to draw (default 100)" },
   seed: { kind: "int", min: 0, max: 999999, help: "held-out seed; images come from world seed 1,000,000 + S, never used in training (default 0)" },
   json: { kind: "boolean", help: "print the report as one JSON object" },
+  check: { kind: "boolean", help: "exit 1 when a figure misses its goal (for scripts and CI)" },
 };
 
 /** A one-line progress bar on a terminal; a line every 10 % elsewhere. */
@@ -54,7 +55,7 @@ async function run(argv: readonly string[]): Promise<number> {
     });
     if (flags["json"]) process.stdout.write(`${JSON.stringify({ model, precision, ...report })}\n`);
     else process.stdout.write(`${formatReport(report, `${model} (${precision})`)}\n`);
-    return 0;
+    return flags["check"] === true && !report.passed ? 1 : 0;
   } finally {
     await florence.dispose();
   }

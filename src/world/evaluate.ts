@@ -3,7 +3,7 @@
  * own generation settings, figures per task against the goals of the shapes-world model.
  */
 import type { Florence2, TaskResult } from "../florence/florence2.ts";
-import { regionToLocTokens, type TaskToken } from "../florence/tasks.ts";
+import { regionToLocTokens, TASK_TOKENS, type TaskToken } from "../florence/tasks.ts";
 import { HELD_OUT_SEED_BASE, drawStill } from "./dataset.ts";
 import type { WorldFont } from "./font.ts";
 import {
@@ -116,7 +116,8 @@ function figures(t: Tally): TaskFigure[] {
   }
   for (const [task, [a, n]] of t.hits) out.push({ task: task as TaskToken, metric: task.includes("CAPTION") ? "exact pairs" : "accuracy", value: n ? a / n : 0, count: n, ...goal(task as TaskToken) });
   for (const [task, v] of t.ious) out.push({ task: task as TaskToken, metric: "median mask IoU", value: median(v), count: v.length, ...goal(task as TaskToken) });
-  return out;
+  // in the order of the task table, so reports line up run after run
+  return out.sort((a, b) => TASK_TOKENS.indexOf(a.task) - TASK_TOKENS.indexOf(b.task));
 }
 
 export async function evaluateWorld(model: Florence2, font: WorldFont, options: EvalOptions): Promise<EvalReport> {
