@@ -135,22 +135,69 @@ function asRecord(value: unknown, origin: Origin): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-/**
- * HF's merge of a model's generation_config.json with `generate(**kwargs)`: kwargs win, then the file's non-null
- * values, then HF's global defaults. Lengths follow `_prepare_generated_length` for an encoder-decoder, whose
- * decoder input is the single decoder_start_token_id: max_new_tokens wins over max_length
- * (max_length = max_new_tokens + 1); with neither set anywhere max_length is 20 + 1.
- */
-export function resolveGenerationConfig(
-  generationConfigJson: unknown,
-  overrides: Partial<GenerationKwargs> | Readonly<Record<string, unknown>> = {},
-  source = "generation_config.json",
-): GenerationConfig {
-  const fileOrigin: Origin = { where: source, fix: "fix the value in generation_config.json or override it in the generate options" };
-  const callOrigin: Origin = { where: "generate option", fix: "pass a valid value, or leave the option out to use the model's generation_config.json" };
-  const file = asRecord(generationConfigJson, fileOrigin);
-  const call = asRecord(overrides, callOrigin);
+/** A key's value after the merge, with where it came from. */
+interface Setting {
+  value: unknown;
+  origin: Origin;
+}
 
+type Parse<T> = (origin: Origin, key: string, value: unknown) => T;
+
+/** Reads keys from the merged settings: `pick` the call's value (null included: it unsets), else the file's non-null value. */
+class SettingsReader {
+  readonly #file: Record<string, unknown>;
+  readonly #call: Record<string, unknown>;
+  readonly fileOrigin: Origin;
+  readonly callOrigin: Origin;
+
+  constructor(file: Record<string, unknown>, call: Record<string, unknown>, fileOrigin: Origin, callOrigin: Origin) {
+    this.#file = file;
+    this.#call = call;
+    this.fileOrigin = fileOrigin;
+    this.callOrigin = callOrigin;
+  }
+
+  pick(key: string): Setting | undefined {
+    if (this.#call[key] !== undefined) return { value: this.#call[key], origin: this.callOrigin };
+    if (this.#file[key] !== undefined && this.#file[key] !== null) return { value: this.#file[key], origin: this.fileOrigin };
+    return undefined;
+  }
+
+  /** The call sets `key` (null included). */
+  inCall(key: string): boolean {
+    return this.#call[key] !== undefined;
+  }
+
+  /** A key with an HF default that may not be unset. */
+  required<T>(key: string, fallback: unknown, parse: Parse<T>): T {
+    const got = this.pick(key);
+    if (got && got.value === null) throw invalid(got.origin, key, "set (null is not allowed)", null);
+    const { value, origin } = got ?? { value: fallback, origin: this.fileOrigin };
+    return parse(origin, key, value);
+  }
+
+  /** A key that null (or absence) leaves unset. */
+  nullable<T>(key: string, parse: Parse<T>): T | null {
+    const got = this.pick(key);
+    return got === undefined || got.value === null ? null : parse(got.origin, key, got.value);
+  }
+}
+
+const positiveInteger: Parse<number> = (origin, key, value) => integerAtLeast(origin, key, value, 1);
+const nonNegativeInteger: Parse<number> = (origin, key, value) => integerAtLeast(origin, key, value, 0);
+
+const finiteNumber: Parse<number> = (origin, key, value) => {
+  if (typeof value !== "number" || !Number.isFinite(value)) throw invalid(origin, key, "a finite number", value);
+  return value;
+};
+
+const earlyStoppingValue: Parse<EarlyStopping> = (origin, key, value) => {
+  if (value !== true && value !== false && value !== "never") throw invalid(origin, key, 'true, false or "never"', value);
+  return value;
+};
+
+/** Refuses keys that select behaviour this runtime lacks (file and call) and, in the call, keys HF does not know. */
+function refuseUnsupported(file: Record<string, unknown>, call: Record<string, unknown>, source: string): void {
   for (const [key, value] of Object.entries(file)) {
     if (value !== null && UNSUPPORTED[key]?.(value)) {
       throw new FlorenceError("INVALID_ARGUMENT", `${source}: ${key} = ${describeValue(value)} is not supported (greedy and beam search only)`, {
@@ -174,62 +221,20 @@ export function resolveGenerationConfig(
       });
     }
   }
+}
 
-  // the call's value (null included: it unsets), else the file's non-null value
-  const pick = (key: string): { value: unknown; origin: Origin } | undefined => {
-    if (call[key] !== undefined) return { value: call[key], origin: callOrigin };
-    if (file[key] !== undefined && file[key] !== null) return { value: file[key], origin: fileOrigin };
-    return undefined;
-  };
-  const required = (key: string, fallback: unknown): { value: unknown; origin: Origin } => {
-    const got = pick(key);
-    if (got && got.value === null) throw invalid(got.origin, key, "set (null is not allowed)", null);
-    return got ?? { value: fallback, origin: fileOrigin };
-  };
-  const nullable = <T>(key: string, parse: (origin: Origin, key: string, value: unknown) => T): T | null => {
-    const got = pick(key);
-    return got === undefined || got.value === null ? null : parse(got.origin, key, got.value);
-  };
-
-  const numBeamsEntry = required("num_beams", 1);
-  const numBeams = integerAtLeast(numBeamsEntry.origin, "num_beams", numBeamsEntry.value, 1);
-
-  const penaltyEntry = required("length_penalty", 1.0);
-  if (typeof penaltyEntry.value !== "number" || !Number.isFinite(penaltyEntry.value)) {
-    throw invalid(penaltyEntry.origin, "length_penalty", "a finite number", penaltyEntry.value);
-  }
-  const lengthPenalty = penaltyEntry.value;
-
-  const earlyEntry = required("early_stopping", false);
-  if (earlyEntry.value !== true && earlyEntry.value !== false && earlyEntry.value !== "never") {
-    throw invalid(earlyEntry.origin, "early_stopping", 'true, false or "never"', earlyEntry.value);
-  }
-  const earlyStopping = earlyEntry.value as EarlyStopping;
-
-  const ngramEntry = required("no_repeat_ngram_size", 0);
-  const noRepeatNgramSize = integerAtLeast(ngramEntry.origin, "no_repeat_ngram_size", ngramEntry.value, 0);
-
-  const eos = nullable("eos_token_id", tokenIds);
-  const eosTokenIds = eos ?? [];
-  const forcedBosTokenId = nullable("forced_bos_token_id", tokenId);
-  const forcedEosTokenIds = nullable("forced_eos_token_id", tokenIds);
-  const bosTokenId = nullable("bos_token_id", tokenId);
-  const pad = nullable("pad_token_id", tokenId);
-  // HF `_prepare_special_tokens`: pad falls back to the first EOS id; decoder start to bos
-  const padTokenId = pad ?? (eosTokenIds.length > 0 ? eosTokenIds[0]! : null);
-  const decoderStart = nullable("decoder_start_token_id", tokenId) ?? bosTokenId;
-  if (decoderStart === null) {
-    throw new FlorenceError("INVALID_ARGUMENT", `${source}: decoder_start_token_id (or bos_token_id) has to be set for encoder-decoder generation`, {
-      fix: "add decoder_start_token_id to generation_config.json (Florence-2 uses 2)",
-    });
-  }
-
+/**
+ * HF `_prepare_generated_length` for an encoder-decoder whose decoder input is the single decoder_start_token_id:
+ * max_new_tokens wins over max_length (max_length = max_new_tokens + 1); with neither set max_length is 20 + 1;
+ * min_new_tokens likewise wins over min_length.
+ */
+function resolveLengths(read: SettingsReader): { maxLength: number; minLength: number } {
   // the decoder's input before generating is [decoder_start_token_id]: length 1
   const inputLength = 1;
-  const maxNew = nullable("max_new_tokens", (o, k, v) => integerAtLeast(o, k, v, 1));
-  const maxLengthEntry = pick("max_length");
-  if (maxLengthEntry && maxLengthEntry.value === null && call["max_length"] !== undefined && maxNew === null) {
-    throw invalid(callOrigin, "max_length", "set when max_new_tokens is not (null is not allowed)", null);
+  const maxNew = read.nullable("max_new_tokens", positiveInteger);
+  const maxLengthEntry = read.pick("max_length");
+  if (maxLengthEntry && maxLengthEntry.value === null && read.inCall("max_length") && maxNew === null) {
+    throw invalid(read.callOrigin, "max_length", "set when max_new_tokens is not (null is not allowed)", null);
   }
   let maxLength: number;
   if (maxNew !== null) {
@@ -248,10 +253,47 @@ export function resolveGenerationConfig(
     }
   }
 
-  const minNew = nullable("min_new_tokens", (o, k, v) => integerAtLeast(o, k, v, 0));
-  const minLengthEntry = required("min_length", 0);
-  const minLengthValue = integerAtLeast(minLengthEntry.origin, "min_length", minLengthEntry.value, 0);
+  const minNew = read.nullable("min_new_tokens", nonNegativeInteger);
+  const minLengthValue = read.required("min_length", 0, nonNegativeInteger);
   const minLength = minNew !== null ? minNew + inputLength : minLengthValue;
+  return { maxLength, minLength };
+}
+
+/**
+ * HF's merge of a model's generation_config.json with `generate(**kwargs)`: kwargs win, then the file's non-null
+ * values, then HF's global defaults; lengths as resolveLengths says. Keys are read in HF's order, so the first
+ * invalid one is the one reported.
+ */
+export function resolveGenerationConfig(
+  generationConfigJson: unknown,
+  overrides: Partial<GenerationKwargs> | Readonly<Record<string, unknown>> = {},
+  source = "generation_config.json",
+): GenerationConfig {
+  const fileOrigin: Origin = { where: source, fix: "fix the value in generation_config.json or override it in the generate options" };
+  const callOrigin: Origin = { where: "generate option", fix: "pass a valid value, or leave the option out to use the model's generation_config.json" };
+  const file = asRecord(generationConfigJson, fileOrigin);
+  const call = asRecord(overrides, callOrigin);
+  refuseUnsupported(file, call, source);
+  const read = new SettingsReader(file, call, fileOrigin, callOrigin);
+
+  const numBeams = read.required("num_beams", 1, positiveInteger);
+  const lengthPenalty = read.required("length_penalty", 1.0, finiteNumber);
+  const earlyStopping = read.required("early_stopping", false, earlyStoppingValue);
+  const noRepeatNgramSize = read.required("no_repeat_ngram_size", 0, nonNegativeInteger);
+  const eosTokenIds = read.nullable("eos_token_id", tokenIds) ?? [];
+  const forcedBosTokenId = read.nullable("forced_bos_token_id", tokenId);
+  const forcedEosTokenIds = read.nullable("forced_eos_token_id", tokenIds);
+  const bosTokenId = read.nullable("bos_token_id", tokenId);
+  const pad = read.nullable("pad_token_id", tokenId);
+  // HF `_prepare_special_tokens`: pad falls back to the first EOS id; decoder start to bos
+  const padTokenId = pad ?? (eosTokenIds.length > 0 ? eosTokenIds[0]! : null);
+  const decoderStart = read.nullable("decoder_start_token_id", tokenId) ?? bosTokenId;
+  if (decoderStart === null) {
+    throw new FlorenceError("INVALID_ARGUMENT", `${source}: decoder_start_token_id (or bos_token_id) has to be set for encoder-decoder generation`, {
+      fix: "add decoder_start_token_id to generation_config.json (Florence-2 uses 2)",
+    });
+  }
+  const { maxLength, minLength } = resolveLengths(read);
 
   return {
     maxLength,

@@ -22,6 +22,7 @@ import { createSource, JpegSplitter, type CommonSourceOptions, type CreateSource
 import type { Frame, FrameSource, SourceStatus } from "../../src/service/types.ts";
 import { REPO_ROOT } from "../support/paths.ts";
 import { watchEventLoop } from "../support/event_loop.ts";
+import { wallClockBound } from "../support/wall_clock.ts";
 
 const HAVE_FFMPEG = spawnSync("ffmpeg", ["-version"], { stdio: "ignore" }).status === 0;
 const HAVE_GST_H264 =
@@ -93,16 +94,12 @@ interface Run {
 }
 
 /**
- * Timing assertions hold when this process has the CPU to itself; when another suite blocks the event loop
- * (test/deno.ts runs suites side by side), frames pile up in the pipe and arrive together. Then the check is
- * reported as not made, never silently passed.
+ * Timing checks hold when this process and its ffmpeg have the CPU to themselves; when other work blocks the event
+ * loop (test/deno.ts runs suites side by side) frames pile up in the pipe and arrive together, and a loaded machine
+ * slows ffmpeg itself. So they are measurements, asserted by `npm run test:timing` (support/wall_clock.ts).
  */
 function timing(run: { lagMs: number }, what: string, check: () => void): void {
-  if (run.lagMs > 150) {
-    console.log(`  NOT CHECKED: ${what} (the event loop was blocked for ${run.lagMs.toFixed(0)} ms by other work)`);
-    return;
-  }
-  check();
+  wallClockBound(run.lagMs, 150, what, check);
 }
 
 /** Starts a source and collects frames and statuses until `done` says so (or the time runs out), then stops it. */
