@@ -13,6 +13,7 @@ import process from "node:process";
 import mqtt from "mqtt";
 import { startBroker } from "../../src/service/broker.ts";
 import { REPO_ROOT, TINY_MODEL } from "../support/paths.ts";
+import { waitFor } from "../support/wait_for.ts";
 
 const hasFfmpeg = (() => {
   try {
@@ -22,19 +23,6 @@ const hasFfmpeg = (() => {
     return false;
   }
 })();
-
-function waitFor<T>(what: string, ms: number, check: () => T | undefined): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const tick = () => {
-      const value = check();
-      if (value !== undefined) return resolve(value);
-      if (Date.now() - started > ms) return reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
-      setTimeout(tick, 50);
-    };
-    tick();
-  });
-}
 
 test("serve: results, status, stats, commands and a clean SIGTERM over a real broker and ffmpeg", async () => {
   if (!hasFfmpeg) {

@@ -20,21 +20,9 @@ import { loadWorldFont } from "../../src/world/font.ts";
 import { drawScene } from "../../src/world/render.ts";
 import { captionPairs, detectionsOf, matchDetections, shapeDetections } from "../../src/world/scoring.ts";
 import { REPO_ROOT } from "../support/paths.ts";
+import { waitFor } from "../support/wait_for.ts";
 
 const FRAMES = 16;
-
-function waitFor<T>(what: string, ms: number, check: () => T | undefined): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const tick = () => {
-      const value = check();
-      if (value !== undefined) return resolve(value);
-      if (Date.now() - started > ms) return reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
-      setTimeout(tick, 50);
-    };
-    tick();
-  });
-}
 
 // Until the shapes-world model ships, the demo model has random weights and this test is a counted skip.
 const seeing = isSeeingModel(demoModelDir());
