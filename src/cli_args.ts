@@ -75,7 +75,9 @@ export function usage(command: string, summary: string, specs: Record<string, Fl
   const lines = [`florence-edge ${command} — ${summary}`, ""];
   for (const [name, spec] of Object.entries(specs)) {
     const value = spec.kind === "boolean" ? "" : spec.choices ? ` ${spec.choices.join("|")}` : spec.kind === "strings" ? " VALUE (repeatable)" : " VALUE";
-    lines.push(`  --${name}${value}`.padEnd(40) + spec.help);
+    const flag = `  --${name}${value}`;
+    // a flag too long for the column gets its help on the next line, aligned with the others
+    lines.push(flag.length < 40 ? flag.padEnd(40) + spec.help : `${flag}\n${" ".repeat(40)}${spec.help}`);
   }
   return lines.join("\n");
 }

@@ -10,7 +10,7 @@ import { loadWorldFont } from "../world/font.ts";
 import { MODEL_FLAGS } from "./model_flags.ts";
 
 const EVAL_FLAGS: Record<string, FlagSpec> = {
-  model: { kind: "string", help: "model folder (default: the bundled assets/florence-2-shapes)" },
+  model: { kind: "string", help: "model folder (default: the bundled demo model)" },
   precision: MODEL_FLAGS["precision"]!,
   backend: MODEL_FLAGS["backend"]!,
   threads: MODEL_FLAGS["threads"]!,
