@@ -10,7 +10,7 @@
  * Every uint8 level maps to one float, so a 3 × 256 table per call replaces per-pixel arithmetic.
  */
 import { FlorenceError, describeValue } from "../errors.ts";
-import { isRecord } from "../validate.ts";
+import { isRecord, readBoolean, reject, type Where } from "../validate.ts";
 import {
   type RgbImage,
   type ResampleFilter,
@@ -59,27 +59,28 @@ const RESAMPLE_FILTERS: Record<number, ResampleFilter> = { 1: "lanczos", 2: "bil
 const OPENAI_CLIP_MEAN: [number, number, number] = [0.48145466, 0.4578275, 0.40821073];
 const OPENAI_CLIP_STD: [number, number, number] = [0.26862954, 0.26130258, 0.27577711];
 
-function configError(source: string, key: string, problem: string, value: unknown, fix: string): FlorenceError {
-  return new FlorenceError("CONFIG_INVALID", `${source}: "${key}" ${problem}, got ${describeValue(value)}`, { fix });
+// The processor config's wording on the shared checks (validate.ts): `<file>: "size" must be …, got …`.
+function setting(source: string, key: string, fix?: string): Where {
+  return { name: `${source}: "${key}"`, code: "CONFIG_INVALID", separator: " ", fix };
 }
 
+function configError(source: string, key: string, problem: string, value: unknown, fix: string): never {
+  return reject(setting(source, key), problem, { value, fix });
+}
 
-function readBoolean(settings: Record<string, unknown>, key: string, fallback: boolean, source: string): boolean {
-  const value = settings[key];
-  if (value === undefined || value === null) return fallback;
-  if (typeof value !== "boolean") throw configError(source, key, "must be true or false", value, `set "${key}" to true or false`);
-  return value;
+function readFlag(settings: Record<string, unknown>, key: string, fallback: boolean, source: string): boolean {
+  return readBoolean(setting(source, key, `set "${key}" to true or false`), settings[key] ?? undefined, fallback);
 }
 
 function readSize(settings: Record<string, unknown>, key: string, fallback: ImageSize, source: string): ImageSize {
   const value = settings[key];
   if (value === undefined || value === null) return fallback;
   const fix = `set "${key}" to {"height": 768, "width": 768} (florence-edge supports explicit height and width only)`;
-  if (!isRecord(value)) throw configError(source, key, "must be an object with height and width", value, fix);
+  if (!isRecord(value)) configError(source, key, "must be an object with height and width", value, fix);
   const { height, width } = value;
   for (const side of [height, width]) {
     if (typeof side !== "number" || !Number.isInteger(side) || side < 1 || side > 16384) {
-      throw configError(source, key, "must have integer height and width from 1 to 16384", value, fix);
+      configError(source, key, "must have integer height and width from 1 to 16384", value, fix);
     }
   }
   return { height: height as number, width: width as number };
@@ -96,10 +97,10 @@ function readTriple(
   if (value === undefined || value === null) return fallback;
   const fix = `set "${key}" to three numbers, one per RGB channel`;
   const list = typeof value === "number" ? [value, value, value] : value;
-  if (!Array.isArray(list) || list.length !== 3) throw configError(source, key, "must be a number or a list of 3 numbers", value, fix);
+  if (!Array.isArray(list) || list.length !== 3) configError(source, key, "must be a number or a list of 3 numbers", value, fix);
   for (const item of list) {
     if (typeof item !== "number" || !Number.isFinite(item) || (nonZero && item === 0)) {
-      throw configError(source, key, nonZero ? "must hold finite non-zero numbers" : "must hold finite numbers", value, fix);
+      configError(source, key, nonZero ? "must hold finite non-zero numbers" : "must hold finite numbers", value, fix);
     }
   }
   return [list[0] as number, list[1] as number, list[2] as number];
@@ -117,38 +118,38 @@ export function parseImageProcessorConfig(json: unknown, source: string): ImageP
   }
   const nested = json["image_processor"];
   if (nested !== undefined && !isRecord(nested)) {
-    throw configError(source, "image_processor", "must be an object", nested, "restore the model's processor_config.json");
+    configError(source, "image_processor", "must be an object", nested, "restore the model's processor_config.json");
   }
   const settings = nested ?? json;
 
   const resample = settings["resample"] ?? 3;
   if (typeof resample !== "number" || !(resample in RESAMPLE_FILTERS)) {
-    throw configError(source, "resample", "must be a PIL resampling code 1 to 5 (3 = bicubic; nearest is not supported)",
+    configError(source, "resample", "must be a PIL resampling code 1 to 5 (3 = bicubic; nearest is not supported)",
       resample, 'set "resample" to 3');
   }
 
   const rescaleFactor = settings["rescale_factor"] ?? 1 / 255;
   if (typeof rescaleFactor !== "number" || !Number.isFinite(rescaleFactor) || rescaleFactor <= 0) {
-    throw configError(source, "rescale_factor", "must be a positive number", rescaleFactor,
+    configError(source, "rescale_factor", "must be a positive number", rescaleFactor,
       'set "rescale_factor" to 0.00392156862745098 (1/255)');
   }
 
   const size = settings["size"];
   if (size === undefined || size === null) {
-    throw configError(source, "size", "is missing", size, 'add "size": {"height": 768, "width": 768}');
+    configError(source, "size", "is missing", size, 'add "size": {"height": 768, "width": 768}');
   }
 
   return {
     size: readSize(settings, "size", { height: 768, width: 768 }, source),
     resample,
-    doResize: readBoolean(settings, "do_resize", true, source),
-    doRescale: readBoolean(settings, "do_rescale", true, source),
+    doResize: readFlag(settings, "do_resize", true, source),
+    doRescale: readFlag(settings, "do_rescale", true, source),
     rescaleFactor,
-    doNormalize: readBoolean(settings, "do_normalize", true, source),
+    doNormalize: readFlag(settings, "do_normalize", true, source),
     imageMean: readTriple(settings, "image_mean", OPENAI_CLIP_MEAN, source, false),
     imageStd: readTriple(settings, "image_std", OPENAI_CLIP_STD, source, true),
-    doConvertRgb: readBoolean(settings, "do_convert_rgb", true, source),
-    doCenterCrop: readBoolean(settings, "do_center_crop", true, source),
+    doConvertRgb: readFlag(settings, "do_convert_rgb", true, source),
+    doCenterCrop: readFlag(settings, "do_center_crop", true, source),
     cropSize: readSize(settings, "crop_size", { height: 224, width: 224 }, source),
   };
 }

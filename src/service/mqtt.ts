@@ -15,6 +15,7 @@
 import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
 import { FlorenceError, describeValue } from "../errors.ts";
+import { readChoice, readNumber } from "../validate.ts";
 import { CommandRouter, withTimeout, type MqttCommandHandlers } from "./command_router.ts";
 import { cameraDiscovery, removeCameraDiscovery, type DiscoveryOptions } from "./discovery.ts";
 import { MqttLink, type IncomingMessage, type LinkSession, type LogLevel, type MqttLinkState, type MqttProtocolChoice, type PublishOutcome } from "./mqtt_link.ts";
@@ -96,18 +97,13 @@ export interface MqttCounters {
 const JSON_PROPERTIES = { contentType: "application/json" } as const;
 const JPEG_PROPERTIES = { contentType: "image/jpeg" } as const;
 
+// The publisher's wording on the shared checks (validate.ts): "mqtt reconnectMinMs must be …".
 function option(name: string, value: number | undefined, fallback: number, min: number, max: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isFinite(value) || value < min || value > max) {
-    throw new FlorenceError("CONFIG_INVALID", `mqtt ${name} must be a number in ${min}..${max}, got ${describeValue(value)}`);
-  }
-  return value;
+  return readNumber({ name: `mqtt ${name}`, code: "CONFIG_INVALID", separator: " " }, value, { min, max }, fallback);
 }
 
 function qosOption(name: string, value: QoS | undefined, fallback: QoS): QoS {
-  if (value === undefined) return fallback;
-  if (value !== 0 && value !== 1 && value !== 2) throw new FlorenceError("CONFIG_INVALID", `mqtt qos.${name} must be 0, 1 or 2, got ${describeValue(value)}`);
-  return value;
+  return readChoice({ name: `mqtt qos.${name}`, code: "CONFIG_INVALID", separator: " " }, value, [0, 1, 2] as const, fallback, "0, 1 or 2");
 }
 
 function toBuffer(value: string | Uint8Array): Buffer {

@@ -6,7 +6,7 @@
 import { readFileSync, statSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { FlorenceError } from "../errors.ts";
-import { isRecord } from "../validate.ts";
+import { checkOnlyKeys, isRecord, readBoolean, readChoice, readMapping, readNumber, readString, reject, type NumberRange, type Where } from "../validate.ts";
 import { PRECISIONS, type Precision } from "../florence/model_files.ts";
 import { isTaskToken, TASKS } from "../florence/tasks.ts";
 import { maskUrl } from "./redact.ts";
@@ -94,51 +94,38 @@ export interface ServeFlags {
 
 type Obj = Record<string, unknown>;
 
-function fail(path: string, message: string, fix?: string): never {
-  throw new FlorenceError("CONFIG_INVALID", `${path}: ${message}`, fix ? { fix } : {});
+// The config's own wording on the shared checks (validate.ts): errors name the key's path, "cameras[0].tasks: …",
+// and an empty YAML value (null) counts as missing.
+function at(path: string): Where {
+  return { name: path, code: "CONFIG_INVALID" };
 }
 
+function fail(path: string, message: string, fix?: string): never {
+  return reject(at(path), message, { fix });
+}
 
 function object(value: unknown, path: string): Obj {
-  if (value === undefined || value === null) return {};
-  if (!isRecord(value)) fail(path, `must be a mapping, got ${JSON.stringify(value)}`);
-  return value;
+  return readMapping(at(path), value);
 }
 
 function onlyKeys(obj: Obj, path: string, keys: readonly string[]): void {
-  for (const key of Object.keys(obj)) {
-    if (!keys.includes(key)) fail(`${path}.${key}`, "unknown key", `known keys here: ${keys.join(", ")}`);
-  }
+  checkOnlyKeys(at(path), obj, keys);
 }
 
 function str(obj: Obj, key: string, path: string, fallback?: string): string | undefined {
-  const value = obj[key];
-  if (value === undefined || value === null) return fallback;
-  if (typeof value !== "string" || value.length === 0) fail(`${path}.${key}`, `must be a non-empty string, got ${JSON.stringify(value)}`);
-  return value;
+  return readString(at(`${path}.${key}`), obj[key] ?? undefined, { fallback });
 }
 
-function num(obj: Obj, key: string, path: string, range: { min: number; max: number; int?: boolean }, fallback?: number): number | undefined {
-  const value = obj[key];
-  if (value === undefined || value === null) return fallback;
-  if (typeof value !== "number" || !Number.isFinite(value) || value < range.min || value > range.max || (range.int && !Number.isInteger(value))) {
-    fail(`${path}.${key}`, `must be ${range.int ? "an integer" : "a number"} in ${range.min}..${range.max}, got ${JSON.stringify(value)}`);
-  }
-  return value;
+function num(obj: Obj, key: string, path: string, range: NumberRange, fallback?: number): number | undefined {
+  return readNumber(at(`${path}.${key}`), obj[key] ?? undefined, range, fallback);
 }
 
 function bool(obj: Obj, key: string, path: string, fallback: boolean): boolean {
-  const value = obj[key];
-  if (value === undefined || value === null) return fallback;
-  if (typeof value !== "boolean") fail(`${path}.${key}`, `must be true or false, got ${JSON.stringify(value)}`);
-  return value;
+  return readBoolean(at(`${path}.${key}`), obj[key] ?? undefined, fallback);
 }
 
 function oneOf<T extends string | number>(obj: Obj, key: string, path: string, choices: readonly T[], fallback: T): T {
-  const value = obj[key];
-  if (value === undefined || value === null) return fallback;
-  if (!choices.includes(value as T)) fail(`${path}.${key}`, `must be one of ${choices.join(", ")}, got ${JSON.stringify(value)}`);
-  return value as T;
+  return readChoice(at(`${path}.${key}`), obj[key] ?? undefined, choices, fallback);
 }
 
 function qos(obj: Obj, key: string, path: string, fallback: 0 | 1 | 2): 0 | 1 | 2 {

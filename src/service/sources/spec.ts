@@ -6,6 +6,7 @@
 import type { SpawnOptions } from "node:child_process";
 import { describeValue, FlorenceError } from "../../errors.ts";
 import { maskSecrets } from "../redact.ts";
+import { readBoolean, readChoice, readNumber, readString, reject, type Where } from "../../validate.ts";
 import type { PlatformInfo } from "./platform.ts";
 
 export type DecoderChoice = "auto" | "ffmpeg" | "gstreamer";
@@ -163,29 +164,27 @@ export type NormalizedSpec =
 
 export type VideoSpec = Exclude<NormalizedSpec, { type: "folder" } | { type: "http" }>;
 
+// The sources' wording on the shared checks (validate.ts): `camera "door": source.fps must be …`, secrets masked.
+function at(camera: string, key: string): Where {
+  return { name: `camera ${JSON.stringify(camera)}: source.${key}`, code: "CONFIG_INVALID", separator: " ", show: (value) => maskSecrets(describeValue(value)) };
+}
+
 function bad(camera: string, key: string, value: unknown, expected: string, fix?: string): never {
-  throw new FlorenceError("CONFIG_INVALID", `camera ${JSON.stringify(camera)}: source.${key} must be ${expected}, got ${maskSecrets(describeValue(value))}`, fix ? { fix } : {});
+  return reject(at(camera, key), `must be ${expected}`, { value, fix });
 }
 
 function positive(camera: string, key: string, value: unknown, fallback: number, max?: number): number;
 function positive(camera: string, key: string, value: unknown, fallback: undefined, max?: number): number | undefined;
 function positive(camera: string, key: string, value: unknown, fallback: number | undefined, max = Number.MAX_SAFE_INTEGER): number | undefined {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0 || value > max) bad(camera, key, value, `a number in (0, ${max}]`);
-  return value;
+  return readNumber(at(camera, key), value, { min: 0, aboveMin: true, max }, fallback);
 }
 
 function dimension(camera: string, key: string, value: unknown, fallback?: number): number | undefined {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isInteger(value) || value < 16 || value > 16384) bad(camera, key, value, "an integer pixel size in 16..16384");
-  return value;
+  return readNumber(at(camera, key), value, { min: 16, max: 16384, int: true, expected: "an integer pixel size in 16..16384" }, fallback);
 }
 
 function text(camera: string, key: string, value: unknown, fallback?: string): string {
-  if (value === undefined && fallback !== undefined) return fallback;
-  if (typeof value !== "string" || value.length === 0) bad(camera, key, value, "a non-empty string");
-  if (/[\0\n\r]/.test(value)) bad(camera, key, value, "free of NUL and line breaks");
-  return value;
+  return readString(at(camera, key), value, { fallback, required: true, singleLine: true });
 }
 
 function optionalText(camera: string, key: string, value: unknown): string | undefined {
@@ -193,15 +192,11 @@ function optionalText(camera: string, key: string, value: unknown): string | und
 }
 
 function choice<T extends string>(camera: string, key: string, value: unknown, choices: readonly T[], fallback: T): T {
-  if (value === undefined) return fallback;
-  if (!choices.includes(value as T)) bad(camera, key, value, `one of ${choices.join(", ")}`);
-  return value as T;
+  return readChoice(at(camera, key), value, choices, fallback);
 }
 
 function flag(camera: string, key: string, value: unknown, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== "boolean") bad(camera, key, value, "true or false");
-  return value;
+  return readBoolean(at(camera, key), value, fallback);
 }
 
 function url(camera: string, key: string, value: unknown, schemes: readonly string[], example: string): string {
@@ -221,8 +216,7 @@ function output(camera: string, spec: VideoOutputOptions, size?: { width: number
   const format = choice(camera, "output", spec.output, ["jpeg", "rgb24"] as const, D.output.format);
   const width = size?.width ?? dimension(camera, "width", spec.width);
   const height = size?.height ?? dimension(camera, "height", spec.height);
-  const quality = spec.jpegQuality;
-  if (quality !== undefined && (typeof quality !== "number" || !Number.isInteger(quality) || quality < 1 || quality > 100)) bad(camera, "jpegQuality", quality, "an integer in 1..100");
+  const quality = readNumber(at(camera, "jpegQuality"), spec.jpegQuality, { min: 1, max: 100, int: true });
   if (format === "rgb24" && (width === undefined || height === undefined)) {
     bad(camera, "output", format, "used with both width and height", "set width and height (frames are scaled to that size), or use output: jpeg");
   }
@@ -266,10 +260,8 @@ export function normalizeSpec(options: CreateSourceOptions): NormalizedSpec {
       return { type: "v4l2", device, format: choice(camera, "format", spec.format, ["mjpeg", "yuyv"] as const, D.v4l2.format), fps: positive(camera, "fps", spec.fps, undefined, 240), out: output(camera, spec) };
     }
     case "csi": {
-      const sensorId = spec.sensorId ?? D.csi.sensorId;
-      if (typeof sensorId !== "number" || !Number.isInteger(sensorId) || sensorId < 0 || sensorId > 15) bad(camera, "sensorId", sensorId, "an integer in 0..15");
-      const flipMethod = spec.flipMethod ?? D.csi.flipMethod;
-      if (typeof flipMethod !== "number" || !Number.isInteger(flipMethod) || flipMethod < 0 || flipMethod > 7) bad(camera, "flipMethod", flipMethod, "an integer in 0..7 (nvvidconv flip-method)");
+      const sensorId = readNumber(at(camera, "sensorId"), spec.sensorId ?? undefined, { min: 0, max: 15, int: true }, D.csi.sensorId);
+      const flipMethod = readNumber(at(camera, "flipMethod"), spec.flipMethod ?? undefined, { min: 0, max: 7, int: true, expected: "an integer in 0..7 (nvvidconv flip-method)" }, D.csi.flipMethod);
       const width = dimension(camera, "width", spec.width, D.csi.width)!;
       const height = dimension(camera, "height", spec.height, D.csi.height)!;
       return { type: "csi", sensorId, width, height, fps: positive(camera, "fps", spec.fps, D.csi.fps, 240), flipMethod, out: output(camera, spec, { width, height }) };
