@@ -2,7 +2,7 @@
  * Scenes of the shapes world: what is in an image, where, and how it is drawn — everything the ground truth, the
  * training targets and the renderers need. `sampleStill` draws one by the spec's rules from a seed.
  */
-import { type Box, type Polygon, boxGap, shapeBox, shapeOutline, translatePolygon } from "./geometry.ts";
+import { type Box, boxGap, boxQuad, type Polygon, shapeBox, shapeOutline, translatePolygon } from "./geometry.ts";
 import type { WorldFont } from "./font.ts";
 import { WorldRandom } from "./random.ts";
 import {
@@ -101,7 +101,7 @@ export function sceneTruth(scene: Scene, font: WorldFont): Truth {
   const minSide = Math.min(scene.width, scene.height);
   const words = scene.words.map((w) => {
     const box = wordBox(font, w);
-    return { text: w.text, box, quad: [box[0], box[1], box[2], box[1], box[2], box[3], box[0], box[3]] };
+    return { text: w.text, box, quad: boxQuad(box) };
   });
   words.sort((a, b) => a.box[1] - b.box[1] || a.box[0] - b.box[0]);
   return { width: scene.width, height: scene.height, background: scene.background.kind, shapes: scene.shapes.map((s) => shapeTruth(s, minSide)), words };

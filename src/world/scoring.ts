@@ -2,7 +2,7 @@
  * How well answers match the world's ground truth: the pure measures behind `florence-edge eval` and the
  * content checks of the service's tests. Inputs are HF-shaped results (post_process_generation) and Truth.
  */
-import { type Box, boxIoU } from "./geometry.ts";
+import { type Box, boxIoU, polygonBox } from "./geometry.ts";
 import { maskIoU, polygonMask } from "./raster.ts";
 import type { ShapeTruth, Truth } from "./scene.ts";
 import { COLOUR_NAMES, SHAPE_NAMES } from "./world_spec.ts";
@@ -60,11 +60,7 @@ export function detectionsOf(answer: unknown): Detection[] {
 /** Word quads of an HF OCR-with-region answer as boxes. */
 export function wordDetectionsOf(answer: unknown): Detection[] {
   const a = (answer ?? {}) as { quad_boxes?: number[][]; labels?: string[] };
-  return (a.quad_boxes ?? []).map((q, i) => {
-    const xs = [q[0]!, q[2]!, q[4]!, q[6]!];
-    const ys = [q[1]!, q[3]!, q[5]!, q[7]!];
-    return { box: [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)], label: (a.labels?.[i] ?? "").replace(/<\/?s>/g, "").trim() };
-  });
+  return (a.quad_boxes ?? []).map((q, i) => ({ box: polygonBox(q), label: (a.labels?.[i] ?? "").replace(/<\/?s>/g, "").trim() }));
 }
 
 export function shapeDetections(truth: Truth, label: (s: ShapeTruth) => string): Detection[] {

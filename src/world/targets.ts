@@ -3,7 +3,7 @@
  * `post_process_generation` into the spec's results), and the training examples of a still: every task, with the
  * text inputs a user would give.
  */
-import { constructPrompt, quantizeBox, type TaskToken } from "../florence/tasks.ts";
+import { constructPrompt, quantizeBox, regionToLocTokens, type TaskToken } from "../florence/tasks.ts";
 import { type Box, boxCentre, type Polygon, shapeOutline } from "./geometry.ts";
 import type { WorldRandom } from "./random.ts";
 import type { ShapeTruth, Truth } from "./scene.ts";
@@ -23,10 +23,6 @@ export interface TrainingExample {
 }
 
 const loc = (bin: number) => `<loc_${bin}>`;
-
-function boxLocs(box: Box, truth: Truth): string {
-  return quantizeBox(box, truth).map(loc).join("");
-}
 
 function pointLocs(points: Polygon, truth: Truth): string {
   let out = "";
@@ -85,14 +81,14 @@ export function targetText(task: TaskToken, truth: Truth, input = "", region?: {
   const shapes = leftToRight(truth.shapes);
   switch (task) {
     case "<OD>":
-      return shapes.map((s) => s.shape + boxLocs(s.box, truth)).join("");
+      return shapes.map((s) => s.shape + regionToLocTokens(s.box, truth)).join("");
     case "<DENSE_REGION_CAPTION>":
-      return shapes.map((s) => s.label + boxLocs(s.box, truth)).join("");
+      return shapes.map((s) => s.label + regionToLocTokens(s.box, truth)).join("");
     case "<REGION_PROPOSAL>":
-      return shapes.map((s) => boxLocs(s.box, truth)).join("");
+      return shapes.map((s) => regionToLocTokens(s.box, truth)).join("");
     case "<OPEN_VOCABULARY_DETECTION>": {
       const hits = shapesMatching(truth, input);
-      return hits.length ? input + hits.map((s) => boxLocs(s.box, truth)).join("") : "";
+      return hits.length ? input + hits.map((s) => regionToLocTokens(s.box, truth)).join("") : "";
     }
     case "<CAPTION_TO_PHRASE_GROUNDING>":
       return groundingTarget(truth, input);
@@ -127,7 +123,7 @@ function groundingTarget(truth: Truth, input: string): string {
   let out = "";
   for (const phrase of phrases) {
     const hits = shapesMatching(truth, phrase);
-    if (hits.length) out += phrase + hits.map((s) => boxLocs(s.box, truth)).join("");
+    if (hits.length) out += phrase + hits.map((s) => regionToLocTokens(s.box, truth)).join("");
   }
   return out;
 }
@@ -169,11 +165,11 @@ export function trainingExamples(truth: Truth, rng: WorldRandom): TrainingExampl
   add("<CAPTION_TO_PHRASE_GROUNDING>", groundingInput, targetText("<CAPTION_TO_PHRASE_GROUNDING>", truth, groundingInput));
   for (const task of ["<REGION_TO_SEGMENTATION>", "<REGION_TO_CATEGORY>", "<REGION_TO_DESCRIPTION>"] as const) {
     const shape = rng.pick(truth.shapes);
-    add(task, boxLocs(jitterBox(shape.box, truth, rng), truth), targetText(task, truth, "", { shape }));
+    add(task, regionToLocTokens(jitterBox(shape.box, truth, rng), truth), targetText(task, truth, "", { shape }));
   }
   if (truth.words.length) {
     const word = rng.pick(truth.words);
-    add("<REGION_TO_OCR>", boxLocs(jitterBox(word.box, truth, rng), truth), word.text);
+    add("<REGION_TO_OCR>", regionToLocTokens(jitterBox(word.box, truth, rng), truth), word.text);
   }
   return out;
 }
