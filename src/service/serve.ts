@@ -12,6 +12,7 @@ import type { RuntimeEnvironment } from "../config.ts";
 import { FlorenceError } from "../errors.ts";
 import type { TaskResult, VisionFeatures } from "../florence/florence2.ts";
 import { renderSnapshot } from "../florence/image.ts";
+import { taskSpec } from "../florence/tasks.ts";
 import { loadFlorence } from "../mod.ts";
 import { demoClip, demoImagesDir, demoModelDir, isSeeingModel } from "../paths.ts";
 import { type EmbeddedBroker, startBroker } from "./broker.ts";
@@ -172,9 +173,14 @@ function resultPublisher(publisher: MqttPublisher, metrics: ServiceMetrics, log:
   };
 }
 
+/** `<camera>-<task slug>.jpg`, the slug as in the MQTT topics (`od`, `dense_region_caption`). */
+function snapshotFileName(camera: string, task: string): string {
+  return `${camera}-${taskSpec(task).slug}.jpg`;
+}
+
 /** `<dir>/<camera>-<task slug>.jpg`, written beside and renamed, so a viewer never reads half a file. */
 async function writeSnapshotFile(dir: string, camera: string, task: string, jpeg: Uint8Array): Promise<void> {
-  const file = join(dir, `${camera}-${task.replace(/[<>]/g, "").toLowerCase()}.jpg`);
+  const file = join(dir, snapshotFileName(camera, task));
   await writeFile(`${file}.part`, jpeg);
   await rename(`${file}.part`, file);
 }
@@ -250,7 +256,7 @@ async function start(config: ServiceConfig, options: ServeOptions, cameras: read
   const view = options.echo ? new ConsoleView({ write: (line) => void process.stdout.write(line), json: config.log.format === "json" }) : undefined;
   if (options.snapshotDir !== undefined) {
     await mkdir(options.snapshotDir, { recursive: true });
-    log.info("annotated snapshots", { dir: options.snapshotDir, files: cameras.flatMap((c) => c.tasks.filter((t) => t.snapshot).map((t) => `${c.name}-${t.task.replace(/[<>]/g, "").toLowerCase()}.jpg`)) });
+    log.info("annotated snapshots", { dir: options.snapshotDir, files: cameras.flatMap((c) => c.tasks.filter((t) => t.snapshot).map((t) => snapshotFileName(c.name, t.task))) });
   }
   publishResult = resultPublisher(publisher, metrics, log, view, options.snapshotDir);
   publisher.start();
