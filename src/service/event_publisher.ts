@@ -128,6 +128,11 @@ export class EventPublisher {
     for (const state of this.#cameras.values()) this.#handle(state, state.events.finish(), undefined);
   }
 
+  /** A message handed to MQTT, for the stats (published before counting: `metrics?.` would skip the call). */
+  #count(kind: string, ok: boolean, bytes = 0): void {
+    this.#options.metrics?.published(kind, bytes, ok);
+  }
+
   #announce(state: CameraState): void {
     this.#options.sink.setEventEntities(state.config.name, {
       labels: state.events.labels(),
@@ -136,11 +141,11 @@ export class EventPublisher {
   }
 
   #handle(state: CameraState, out: EventsOutput, frame: Frame | undefined): void {
-    const { sink, metrics } = this.#options;
+    const { sink } = this.#options;
     const camera = state.config.name;
-    for (const event of out.events) metrics?.published("event", 0, sink.publishEvent(event));
-    for (const c of out.counts) metrics?.published("count", 0, sink.publishCount(camera, c.zone, c.label, c.count));
-    for (const update of out.objectUpdates) metrics?.published("tracked_object_update", 0, sink.publishObjectUpdate(update));
+    for (const event of out.events) this.#count("event", sink.publishEvent(event));
+    for (const c of out.counts) this.#count("count", sink.publishCount(camera, c.zone, c.label, c.count));
+    for (const update of out.objectUpdates) this.#count("tracked_object_update", sink.publishObjectUpdate(update));
     if (out.labelsChanged) this.#announce(state);
     if (frame === undefined) return;
     for (const request of out.snapshots) void this.#snapshot(camera, frame, request);
@@ -151,7 +156,7 @@ export class EventPublisher {
     try {
       const overlay = overlayFromResult({ "<OD>": { bboxes: [request.box], labels: [request.label], scores: [request.score] } });
       const jpeg = await renderSnapshot(frameImage(frame), overlay, { quality: 80, maxWidth: 1280 });
-      this.#options.metrics?.published("object_snapshot", jpeg.length, this.#options.sink.publishObjectSnapshot(camera, request.label, jpeg));
+      this.#count("object_snapshot", this.#options.sink.publishObjectSnapshot(camera, request.label, jpeg), jpeg.length);
     } catch (error) {
       this.#options.log?.warn("event snapshot failed", { camera, id: request.id, error: String((error as Error).message ?? error) });
     }
