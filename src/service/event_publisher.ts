@@ -5,7 +5,7 @@
  * the Home Assistant device learns each label as it is first seen. Descriptions are background jobs of the camera
  * loop: they wait in its bounded queue and never hold up detection (loop.ts).
  */
-import { CameraEvents, type DescriptionRequest, type EventsOutput, type SnapshotRequest } from "../events/camera_events.ts";
+import { CameraEvents, type DescriptionRequest, type EventMessage, type EventsOutput, type SnapshotRequest } from "../events/camera_events.ts";
 import { detectionsOf, type DetectionFilter, filterDetections } from "../events/detections.ts";
 import type { TaskResult } from "../florence/florence2.ts";
 import { decodeImage, type RgbImage, renderSnapshot } from "../florence/image.ts";
@@ -28,6 +28,8 @@ export interface EventPublisherOptions {
   background(job: BackgroundJob): boolean;
   metrics?: ServiceMetrics;
   log?: Logger;
+  /** Each event as it is published (the console view of `npm start`). */
+  onEvent?: (event: EventMessage) => void;
 }
 
 interface CameraState {
@@ -143,7 +145,10 @@ export class EventPublisher {
   #handle(state: CameraState, out: EventsOutput, frame: Frame | undefined): void {
     const { sink } = this.#options;
     const camera = state.config.name;
-    for (const event of out.events) this.#count("event", sink.publishEvent(event));
+    for (const event of out.events) {
+      this.#count("event", sink.publishEvent(event));
+      this.#options.onEvent?.(event);
+    }
     for (const c of out.counts) this.#count("count", sink.publishCount(camera, c.zone, c.label, c.count));
     for (const update of out.objectUpdates) this.#count("tracked_object_update", sink.publishObjectUpdate(update));
     if (out.labelsChanged) this.#announce(state);

@@ -267,7 +267,7 @@ async function start(config: ServiceConfig, options: ServeOptions, cameras: read
     log.info("annotated snapshots", { dir: options.snapshotDir, files: cameras.flatMap((c) => c.tasks.filter((t) => t.snapshot).map((t) => snapshotFileName(c.name, t.task))) });
   }
   publishResult = resultPublisher(publisher, metrics, log, view, options.snapshotDir);
-  events = running.events = new EventPublisher({ cameras, sink: publisher, background: (job) => loop.enqueueBackground(job), metrics, log });
+  events = running.events = new EventPublisher({ cameras, sink: publisher, background: (job) => loop.enqueueBackground(job), metrics, log, ...(view ? { onEvent: (event) => view.event(event) } : {}) });
   if (events.cameras.length > 0) log.info("events", { cameras: events.cameras, topic: `${config.mqtt.topicPrefix}/events` });
   events.start();
   running.eventsTimer = setInterval(() => events!.tick(Date.now()), 1000);
