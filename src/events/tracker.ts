@@ -10,8 +10,9 @@
  * - Frame gaps are normal (the camera loop takes the newest frame): prediction and ages run on time, not on frame
  *   counts, so a dropped frame only means a longer step.
  * - A track is confirmed after `minHits` matched detections; an unconfirmed one that goes unmatched for `maxAgeS`
- *   is forgotten silently. A confirmed track ends when unmatched for `maxAgeS` (three times that while stationary:
- *   a parked object may be missed for a while), or at once when its predicted box has left the frame.
+ *   is forgotten silently. A confirmed track ends when unmatched for `maxAgeS` (at least three frame intervals, when
+ *   frames come slower; three times that while stationary: a parked object may be missed for a while), or at once
+ *   when its predicted box has left the frame.
  * - Stationary: the box has stayed within IoU 0.6 of where it stopped for `stationaryS`.
  * - Memory: at most `maxTracks` tracks; detections that would start more are counted and dropped.
  */
@@ -71,6 +72,8 @@ export interface TrackerUpdate {
 
 const STATIONARY_IOU = 0.6;
 const STATIONARY_AGE_FACTOR = 3;
+/** An object may go unseen for this many frame intervals at least, however short max_age is. */
+const FRAMES_OF_AGE = 3;
 /** A pair is possible when the predicted box overlaps at least this much … */
 const GATE_IOU = 0.05;
 /** … or the centres lie within this share of the larger diagonal. */
@@ -89,6 +92,9 @@ export class ObjectTracker {
   readonly #salt: string;
   #tracks: Track[] = [];
   #sequence = 0;
+  /** Time of the last update, and a running mean of the time between updates (how fast frames come). */
+  #lastUpdate: number | undefined;
+  #frameInterval = 0;
   /** Detections not tracked because `maxTracks` tracks were live. */
   droppedDetections = 0;
 
@@ -113,6 +119,11 @@ export class ObjectTracker {
   /** One frame's detections at capture time `time` (ms since the epoch). */
   update(time: number, detections: readonly Detection[], frame: FrameSize): TrackerUpdate {
     const out: TrackerUpdate = { confirmed: [], matched: [], ended: [] };
+    if (this.#lastUpdate !== undefined && time > this.#lastUpdate) {
+      const dt = time - this.#lastUpdate;
+      this.#frameInterval = this.#frameInterval === 0 ? dt : this.#frameInterval + 0.2 * (dt - this.#frameInterval);
+    }
+    this.#lastUpdate = time;
     const pairs = this.#associate(time, detections);
     const matchedTracks = new Set<Track>();
     const usedDetections = new Set<number>();
@@ -197,7 +208,9 @@ export class ObjectTracker {
   #expire(time: number, frame: FrameSize, matched: ReadonlySet<Track>, out: TrackerUpdate): void {
     this.#tracks = this.#tracks.filter((track) => {
       if (matched.has(track)) return true;
-      const maxAge = track.stationary ? this.maxAgeMs * STATIONARY_AGE_FACTOR : this.maxAgeMs;
+      // frames slower than max_age (a large model on a CPU) must not end every object between two frames
+      const age = Math.max(this.maxAgeMs, FRAMES_OF_AGE * this.#frameInterval);
+      const maxAge = track.stationary ? age * STATIONARY_AGE_FACTOR : age;
       const gone = time - track.lastSeen > maxAge || outsideFrame(this.predict(track, time), frame);
       if (gone && track.confirmed) out.ended.push(track);
       return !gone;

@@ -228,6 +228,23 @@ test("a shape that parks is reported stationary, and moving again it is not", ()
   assert.ok(run.events.filter((e) => e.after.id !== id).every((e) => !e.after.stationary));
 });
 
+test("slow inference: frames 3 s apart with max_age_s 1 keep their ids, and time passing between two frames ends nothing", () => {
+  const frames = clipDetections(sampleClip(font, { seed: 51, frames: 200, lanes: 3, bounce: false }), { fps: 1 / 3, jitter: 1, seed: 4 });
+  const camera = new CameraEvents({ camera: "slow", tracker: { minHits: MIN_HITS, maxAgeS: 1 }, updateIntervalS: 1 });
+  const news: string[] = [];
+  const ends: string[] = [];
+  for (const frame of frames) {
+    // the service's 1 s timer between two frames
+    for (const t of [1000, 2000]) ends.push(...camera.tick(frame.time - 3000 + t).events.filter((e) => e.type === "end").map((e) => e.after.id));
+    const out = camera.observe(frame.time, frame.detections, FRAME);
+    news.push(...out.events.filter((e) => e.type === "new").map((e) => e.after.id));
+    ends.push(...out.events.filter((e) => e.type === "end").map((e) => e.after.id));
+  }
+  const shapes = new Set(frames.flatMap((f) => f.truth.map((t) => t.id)));
+  assert.ok(news.length <= shapes.size && news.length >= shapes.size - 3, `${news.length} objects for ${shapes.size} shapes`);
+  assert.ok(ends.every((id) => news.includes(id)) && new Set(ends).size === ends.length, "one end each at most");
+});
+
 test("memory stays bounded: hundreds of shapes pass, live objects stay at most the lanes in view", () => {
   const frames = clipDetections(sampleClip(font, { seed: 31, frames: 6000, lanes: 6, bounce: false }), { jitter: 2, dropRate: 0.1, seed: 3 });
   const camera = new CameraEvents({ camera: "busy", tracker: { minHits: MIN_HITS, maxAgeS: 1 }, zones: ZONES, updateIntervalS: 1 });
