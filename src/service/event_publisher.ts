@@ -97,9 +97,9 @@ export class EventPublisher {
     return [...this.#cameras.keys()];
   }
 
-  /** Live objects of a camera (0 for one without events). */
-  liveObjects(camera: string): number {
-    return this.#cameras.get(camera)?.events.size ?? 0;
+  /** Per camera: objects in view, detections not tracked because the tracker was full, labels past the counted ones. */
+  stats(): Record<string, { live_objects: number; dropped_detections: number; uncounted_labels: number }> {
+    return Object.fromEntries([...this.#cameras].map(([name, s]) => [name, { live_objects: s.events.size, dropped_detections: s.events.tracker.droppedDetections, uncounted_labels: s.events.uncountedLabels }]));
   }
 
   /** Announces each camera's entities and publishes 0 for its known counts (a last run's retained counts go). */
@@ -189,7 +189,10 @@ export class EventPublisher {
         const description = descriptionText(result.result, task);
         if (description !== undefined) this.#handle(state, state.events.describe(request.id, request.label, description), undefined);
       },
-      failed: (error) => this.#options.log?.warn("description failed", { camera, id: request.id, error: String((error as Error).message ?? error) }),
+      failed: (error) => {
+        const stopping = (error as { code?: string }).code === "ENGINE_UNAVAILABLE";
+        this.#options.log?.log(stopping ? "debug" : "warn", "description failed", { camera, id: request.id, error: String((error as Error).message ?? error) });
+      },
     });
     if (!queued) this.#options.log?.debug("description dropped: the queue is full", { camera, id: request.id });
   }

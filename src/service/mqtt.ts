@@ -150,7 +150,7 @@ export class MqttPublisher {
   readonly #link: MqttLink;
   readonly #router: CommandRouter;
   /** Retained state (camera status, object counts) by topic, sent again on every connect. */
-  readonly #latestStatus = new Map<string, OutgoingMessage>();
+  readonly #latestRetained = new Map<string, OutgoingMessage>();
   /** The events' entities of each camera's Home Assistant device. */
   readonly #eventEntities = new Map<string, EventEntities>();
   readonly #discoveryRemoved = new Set<string>();
@@ -323,7 +323,7 @@ export class MqttPublisher {
       ...(status.lastFrameAt !== undefined ? { lastFrameAt: status.lastFrameAt } : {}),
     };
     const message = outgoingMessage(topic, JSON.stringify(body), this.#qos.status, true, topic, JSON_PROPERTIES);
-    if (this.#stopping === undefined) this.#latestStatus.set(topic, message);
+    if (this.#stopping === undefined) this.#latestRetained.set(topic, message);
     return this.#enqueue(message);
   }
 
@@ -341,7 +341,7 @@ export class MqttPublisher {
   publishCount(camera: string, zone: string | undefined, label: string | undefined, count: number): boolean {
     const topic = this.#topics.count(camera, zone, label);
     const message = outgoingMessage(topic, String(count), this.#qos.events, true, topic, undefined);
-    if (this.#stopping === undefined) this.#latestStatus.set(topic, message);
+    if (this.#stopping === undefined) this.#latestRetained.set(topic, message);
     return this.#enqueue(message);
   }
 
@@ -435,7 +435,7 @@ export class MqttPublisher {
     this.#outbox.setControl([outgoingMessage(this.availabilityTopic, "online", 1, true, undefined, undefined, true)]);
     this.#queueDiscovery();
     // retained state may be gone (a broker restarted without persistence): send the newest again unless queued
-    for (const status of this.#latestStatus.values()) {
+    for (const status of this.#latestRetained.values()) {
       if (status.key === undefined || !this.#outbox.isQueued(status.key)) this.#outbox.addControl({ ...status, control: true });
     }
     this.#pump();

@@ -280,7 +280,7 @@ async function start(config: ServiceConfig, options: ServeOptions, cameras: read
     metrics.queueDepth("descriptions", loop.backgroundQueued, DESCRIPTION_QUEUE, loop.backgroundDropped);
     const counters = publisher.counters();
     metrics.mqttConnection(counters.state === "online");
-    publisher.publishStats({ ...metrics.snapshot(), mqtt: counters });
+    publisher.publishStats({ ...metrics.snapshot(), ...(events!.cameras.length > 0 ? { events: events!.stats() } : {}), mqtt: counters });
   }, config.statsIntervalS * 1000);
   if (config.metrics.port !== undefined) {
     running.metricsServer = await startMetricsServer(metrics, { host: config.metrics.host, port: config.metrics.port });
