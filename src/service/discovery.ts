@@ -5,14 +5,15 @@
  * (from `<prefix>/<camera>/caption`), the number of detected objects (boxes of `<prefix>/<camera>/od`) and the
  * camera's state (from `<prefix>/<camera>/status`); with events, an event entity (`new`, `end`), an occupancy
  * binary sensor and a count sensor for all objects, for each label and each zone, and an image entity of each
- * label's snapshot. Every entity suggests its entity id with `default_entity_id` (`object_id` is deprecated). Availability follows `<prefix>/available`: only `online` is
+ * label's snapshot (topics as mqtt_topics.ts names them). Every entity suggests its entity id with
+ * `default_entity_id` (`object_id` is deprecated). Availability follows `<prefix>/available`: only `online` is
  * available (`offline` from the Last Will and `stopped` from a clean shutdown both mean unavailable).
  *
  * Identifiers derive from the node id (by default the topic prefix) and the camera name only, so they are stable
  * across restarts and reconnects. An empty retained payload on the same topic removes the device's entities.
  */
 import { FlorenceError, describeValue } from "../errors.ts";
-import { labelSegment } from "./mqtt_topics.ts";
+import { labelSegment, MqttTopics } from "./mqtt_topics.ts";
 import type { SourceState } from "./types.ts";
 
 export interface DiscoveryOptions {
@@ -98,31 +99,30 @@ function title(text: string): string {
 
 /** The event entity and the per-label and per-zone entities of one camera's events. */
 function eventComponents(options: DiscoveryOptions, camera: string, entities: EventEntities): Record<string, ComponentBody> {
-  const base = `${options.topicPrefix}/${camera}`;
+  const topics = new MqttTopics(options.topicPrefix);
   const out: Record<string, ComponentBody> = {
     events: {
       platform: "event",
       name: "Object events",
-      state_topic: `${options.topicPrefix}/events`,
+      state_topic: topics.events,
       event_types: ["new", "end"],
       // the topic carries every camera's events and their updates: only this camera's new and end pass
       value_template: `{% if value_json.after.camera == '${camera}' and value_json.type in ['new', 'end'] %}{{ {'event_type': value_json.type, 'id': value_json.after.id, 'label': value_json.after.label, 'entered_zones': value_json.after.entered_zones} | tojson }}{% else %}{}{% endif %}`,
       icon: "mdi:motion-sensor",
     },
-    occupancy_all: occupancy("Object", `${base}/all`),
-    count_all: count("Object", `${base}/all`),
+    occupancy_all: occupancy("Object", topics.count(camera, undefined, undefined)),
+    count_all: count("Object", topics.count(camera, undefined, undefined)),
   };
   for (const label of entities.labels) {
     const segment = labelSegment(label);
-    out[`occupancy_${segment}`] = occupancy(title(label), `${base}/${segment}`);
-    out[`count_${segment}`] = count(title(label), `${base}/${segment}`);
-    out[`snapshot_${segment}`] = { platform: "image", name: `${title(label)} snapshot`, image_topic: `${base}/${segment}/snapshot`, content_type: "image/jpeg" };
+    out[`occupancy_${segment}`] = occupancy(title(label), topics.count(camera, undefined, label));
+    out[`count_${segment}`] = count(title(label), topics.count(camera, undefined, label));
+    out[`snapshot_${segment}`] = { platform: "image", name: `${title(label)} snapshot`, image_topic: topics.objectSnapshot(camera, label), content_type: "image/jpeg" };
   }
   for (const zone of entities.zones) {
-    const zoneBase = `${options.topicPrefix}/${zone.name}`;
-    out[`zone_${zone.name}_occupancy`] = occupancy(title(zone.name), `${zoneBase}/all`);
-    out[`zone_${zone.name}_count`] = count(title(zone.name), `${zoneBase}/all`);
-    for (const label of zone.labels) out[`zone_${zone.name}_count_${labelSegment(label)}`] = count(`${title(zone.name)} ${label}`, `${zoneBase}/${labelSegment(label)}`);
+    out[`zone_${zone.name}_occupancy`] = occupancy(title(zone.name), topics.count(camera, zone.name, undefined));
+    out[`zone_${zone.name}_count`] = count(title(zone.name), topics.count(camera, zone.name, undefined));
+    for (const label of zone.labels) out[`zone_${zone.name}_count_${labelSegment(label)}`] = count(`${title(zone.name)} ${label}`, topics.count(camera, zone.name, label));
   }
   return out;
 }
