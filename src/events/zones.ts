@@ -54,17 +54,12 @@ interface ZoneState {
 /** One object's zones: where it is now and where it has been, in the order it entered them. */
 export class ObjectZones {
   readonly #zones: readonly ZoneSpec[];
-  readonly #label: string;
   readonly #state = new Map<string, ZoneState>();
   readonly entered: string[] = [];
 
+  /** The zones that count an object of this label. */
   constructor(zones: readonly ZoneSpec[], label: string) {
     this.#zones = zones.filter((z) => z.labels.length === 0 || z.labels.includes(label));
-    this.#label = label;
-  }
-
-  get label(): string {
-    return this.#label;
   }
 
   /** The zones the object is in now, in the config's order. */
@@ -103,11 +98,6 @@ export class CameraZones {
 
   constructor(zones: readonly ZoneSpec[]) {
     this.zones = zones;
-  }
-
-  /** The zones an object of this label can be in. */
-  forLabel(label: string): ZoneSpec[] {
-    return this.zones.filter((z) => z.labels.length === 0 || z.labels.includes(label));
   }
 
   pixels(zone: ZoneSpec, frame: FrameSize): [number, number][] {
