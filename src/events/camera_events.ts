@@ -185,7 +185,16 @@ export class CameraEvents {
     const out = emptyOutput();
     const update = this.tracker.update(time, detections, frame);
     for (const track of update.confirmed) {
-      this.#objects.set(track.id, { track, zones: new ObjectZones(this.#zones.zones, track.label), published: undefined, publishedAt: 0, shot: undefined, description: null, describeRequested: false, frameTime: time });
+      this.#objects.set(track.id, {
+        track,
+        zones: new ObjectZones(this.#zones.zones, track.label),
+        published: undefined,
+        publishedAt: 0,
+        shot: undefined,
+        description: null,
+        describeRequested: false,
+        frameTime: time,
+      });
       if (this.#countLabel(track.label)) out.labelsChanged = true;
     }
     for (const track of update.matched) this.#observed(this.#objects.get(track.id)!, time, out);
