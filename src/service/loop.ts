@@ -3,6 +3,11 @@
  * Inference runs one frame at a time (one model, one accelerator), round-robin over cameras with a fresh frame, so
  * a slow camera never starves the others and inference never falls behind real time (older frames are dropped and
  * counted by the per-camera slot). One bad frame, command or task is counted and logged; the loop goes on.
+ *
+ * Three kinds of work, by priority: one-off requests (MQTT `infer`), the cameras' frames, and background jobs (the
+ * events' descriptions). Background jobs run when no frame waits, and while frames keep coming they may take at most
+ * `background.share` of the inference time (a credit earned by each frame's time), so detection keeps its rate; their
+ * queue is bounded and a job that does not fit is dropped and counted.
  */
 import { performance } from "node:perf_hooks";
 import { FlorenceError } from "../errors.ts";
@@ -31,6 +36,18 @@ export interface InferenceModel<V extends EncodedFrame = EncodedFrame> {
 /** What the loop needs of the per-camera newest-frame slot. */
 export interface FrameSlot {
   take(): Frame | undefined;
+  /** Whether a frame waits (without taking it); a slot without it always counts as waiting. */
+  readonly pending?: boolean;
+}
+
+/** Low-priority work on the model: one task on an image, answered through `done` or `failed`. */
+export interface BackgroundJob {
+  camera: string;
+  image: RgbImage | Uint8Array;
+  task: string;
+  text: string | undefined;
+  done(result: TaskResult): void;
+  failed(error: unknown): void;
 }
 
 export interface LoopCamera {
@@ -65,10 +82,13 @@ export interface LoopOptions {
   waitForFrame(signal: AbortSignal): Promise<void>;
   /** One-off requests waiting (bounded by the caller); the loop takes them before scheduled work. */
   maxPendingRequests?: number;
+  /** Background jobs: at most `maxQueued` waiting (default 16), at most `share` of the inference time while frames wait (default 0.2). */
+  background?: { maxQueued?: number; share?: number };
   now?: () => number;
 }
 
-function frameImage(frame: Frame): RgbImage | Uint8Array {
+/** A frame as the model (and the snapshot renderer) take it: raw RGB, or the encoded bytes. */
+export function frameImage(frame: Frame): RgbImage | Uint8Array {
   return frame.format === "rgb24" ? { width: frame.width, height: frame.height, data: frame.data } : frame.data;
 }
 
@@ -77,12 +97,18 @@ export class CameraLoop {
   readonly #lastRun = new Map<string, number>();
   readonly #lastFrame = new Map<string, Frame>();
   readonly #pending: OneOffRequest[] = [];
+  readonly #background: BackgroundJob[] = [];
+  /** Milliseconds of inference background jobs may still take while frames wait. */
+  #backgroundCredit = 0;
   #cursor = 0;
   #abort = new AbortController();
   #running: Promise<void> | undefined;
   /** Frames fully processed: the watchdog's progress counter. */
   processedFrames = 0;
   rejectedRequests = 0;
+  /** Background jobs run, and dropped because the queue was full. */
+  backgroundRun = 0;
+  backgroundDropped = 0;
 
   constructor(options: LoopOptions) {
     this.#options = options;
@@ -117,6 +143,22 @@ export class CameraLoop {
     });
   }
 
+  /** Queues a background job; false (counted in `backgroundDropped`) when the queue is full or the loop stopped. */
+  enqueueBackground(job: BackgroundJob): boolean {
+    if (this.#abort.signal.aborted || this.#background.length >= (this.#options.background?.maxQueued ?? 16)) {
+      this.backgroundDropped++;
+      return false;
+    }
+    this.#background.push(job);
+    this.#wake?.();
+    return true;
+  }
+
+  /** Background jobs waiting. */
+  get backgroundQueued(): number {
+    return this.#background.length;
+  }
+
   #wake: (() => void) | undefined;
 
   start(): void {
@@ -132,6 +174,12 @@ export class CameraLoop {
     await this.#running;
     this.#running = undefined;
     for (const request of this.#pending.splice(0)) request.reject(new FlorenceError("ENGINE_UNAVAILABLE", "the service is stopping"));
+    for (const job of this.#background.splice(0)) job.failed(new FlorenceError("ENGINE_UNAVAILABLE", "the service is stopping"));
+  }
+
+  /** Whether a camera has a frame waiting with tasks due on it. */
+  #framesWaiting(now: number): boolean {
+    return this.#options.cameras.some((c) => c.slot.pending !== false && this.#dueTasks(c, now).length > 0);
   }
 
   #dueTasks(camera: LoopCamera, now: number): TaskSchedule[] {
@@ -148,6 +196,12 @@ export class CameraLoop {
         await this.#serveRequest(request);
         continue;
       }
+      if (this.#background.length > 0 && (this.#backgroundCredit > 0 || !this.#framesWaiting(this.#now()))) {
+        const started = performance.now();
+        await this.#runBackground(this.#background.shift()!);
+        this.#backgroundCredit -= performance.now() - started;
+        continue;
+      }
       const cameras = this.#options.cameras;
       let worked = false;
       for (let i = 0; i < cameras.length && !signal.aborted; i++) {
@@ -158,11 +212,15 @@ export class CameraLoop {
         if (!frame) continue;
         this.#lastFrame.set(camera.name, frame);
         this.#cursor = (this.#cursor + i + 1) % cameras.length;
+        const started = performance.now();
         await this.#process(camera, frame, due);
+        const share = this.#options.background?.share ?? 0.2;
+        // earned only while jobs wait, and at most a few seconds' worth: idle credit must not starve frames later
+        if (this.#background.length > 0) this.#backgroundCredit = Math.min(5000, this.#backgroundCredit + ((performance.now() - started) * share) / (1 - share));
         worked = true;
         break;
       }
-      if (!worked && !signal.aborted && this.#pending.length === 0) {
+      if (!worked && !signal.aborted && this.#pending.length === 0 && this.#background.length === 0) {
         const wake = new AbortController();
         const onAbort = () => wake.abort();
         signal.addEventListener("abort", onAbort, { once: true });
@@ -206,6 +264,21 @@ export class CameraLoop {
     model.release?.(vision);
     this.processedFrames++;
     events.processed(camera.name, stages);
+  }
+
+  async #runBackground(job: BackgroundJob): Promise<void> {
+    const model = this.#options.model;
+    let vision: EncodedFrame | undefined;
+    try {
+      vision = await model.encodeImage(job.image);
+      const result = await model.runTask(vision, { task: job.task, text: job.text }, this.#options.generate);
+      this.backgroundRun++;
+      job.done(result);
+    } catch (error) {
+      job.failed(error);
+    } finally {
+      if (vision) model.release?.(vision);
+    }
   }
 
   async #serveRequest(request: OneOffRequest): Promise<void> {
