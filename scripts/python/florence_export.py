@@ -331,7 +331,12 @@ def make_precisions(onnx_dir: Path, precisions: list[str]) -> list[str]:
                 elif precision in ("quantized", "uint8", "int8") and name == "decoder_model_merged" and all(
                         (onnx_dir / f"{part}_{precision}.onnx").exists() for part in DECODER_PARTS):
                     # ONNX Runtime's quantizer leaves the If branches' weights in float: merge the quantized parts
-                    merge_decoders(*(onnx_dir / f"{part}_{precision}.onnx" for part in DECODER_PARTS), dst)
+                    try:
+                        merge_decoders(*(onnx_dir / f"{part}_{precision}.onnx" for part in DECODER_PARTS), dst)
+                    except Exception as err:  # noqa: BLE001 - the quantizer's own (larger) merged graph still works
+                        notes.append(f"{name}_{precision}: merging the quantized parts failed ({err}); quantized whole")
+                        from onnxruntime.quantization import QuantType, quantize_dynamic
+                        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8 if precision == "int8" else QuantType.QUInt8)
                 elif precision in ("quantized", "uint8", "int8"):
                     from onnxruntime.quantization import QuantType, quantize_dynamic
                     weight_type = QuantType.QInt8 if precision == "int8" else QuantType.QUInt8
