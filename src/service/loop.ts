@@ -1,13 +1,16 @@
 /**
  * The camera loop: newest frame per camera → one vision pass → the tasks due on it → results out.
- * Inference runs one frame at a time (one model, one accelerator), round-robin over cameras with a fresh frame, so
- * a slow camera never starves the others and inference never falls behind real time (older frames are dropped and
- * counted by the per-camera slot). One bad frame, command or task is counted and logged; the loop goes on.
+ * Inference runs one unit of work at a time (one model, one accelerator), in fair turns: each camera with a fresh
+ * frame, then one job of the request queue (scheduler.ts: HTTP requests, MQTT `infer` commands), round robin. So a
+ * slow camera never starves the others, requests cannot starve the cameras (nor the cameras the requests), and
+ * inference never falls behind real time (older frames are dropped and counted by the per-camera slot). One bad
+ * frame, command, request or task is counted and logged; the loop goes on.
  */
 import { performance } from "node:perf_hooks";
 import { FlorenceError } from "../errors.ts";
 import type { GenerateOptions, TaskResult, VisionFeatures } from "../florence/florence2.ts";
 import type { RgbImage } from "../florence/image.ts";
+import { RequestQueue } from "./scheduler.ts";
 import type { TaskSchedule } from "./service_config.ts";
 import type { Frame, ResultMessage } from "./types.ts";
 
@@ -63,12 +66,14 @@ export interface LoopOptions {
   generate: GenerateOptions;
   /** Wakes the loop when any camera has a new frame; resolves at once if one is pending. */
   waitForFrame(signal: AbortSignal): Promise<void>;
-  /** One-off requests waiting (bounded by the caller); the loop takes them before scheduled work. */
+  /** The queue of on-demand work that takes turns with the cameras; default: one of `maxPendingRequests` (8). */
+  requests?: RequestQueue<InferenceModel>;
   maxPendingRequests?: number;
   now?: () => number;
 }
 
-function frameImage(frame: Frame): RgbImage | Uint8Array {
+/** A frame as the model (and renderSnapshot) take it: raw RGB, or the encoded file's bytes. */
+export function frameImage(frame: Frame): RgbImage | Uint8Array {
   return frame.format === "rgb24" ? { width: frame.width, height: frame.height, data: frame.data } : frame.data;
 }
 
@@ -76,16 +81,28 @@ export class CameraLoop {
   readonly #options: LoopOptions;
   readonly #lastRun = new Map<string, number>();
   readonly #lastFrame = new Map<string, Frame>();
-  readonly #pending: OneOffRequest[] = [];
+  readonly #requests: RequestQueue<InferenceModel>;
+  /** Whose turn it is: cameras[0..n-1], then n for the request queue. */
   #cursor = 0;
   #abort = new AbortController();
   #running: Promise<void> | undefined;
   /** Frames fully processed: the watchdog's progress counter. */
   processedFrames = 0;
-  rejectedRequests = 0;
 
   constructor(options: LoopOptions) {
     this.#options = options;
+    this.#requests = options.requests ?? new RequestQueue({ capacity: options.maxPendingRequests ?? 8 });
+    this.#requests.onWork = () => this.#wake?.();
+  }
+
+  /** Jobs of the request queue run so far: progress for the watchdog beside processedFrames. */
+  get servedRequests(): number {
+    return this.#requests.counters().served;
+  }
+
+  /** True when the request queue has work waiting. */
+  get requestsWaiting(): boolean {
+    return this.#requests.depth > 0;
   }
 
   #now(): number {
@@ -104,17 +121,9 @@ export class CameraLoop {
     return this.#options.cameras.find((c) => c.name === camera)?.tasks;
   }
 
-  /** Queues a one-off inference on the camera's newest frame; refused when too many are waiting. */
+  /** Queues a one-off inference on the camera's newest frame; refused with BUSY when the request queue is full. */
   request(request: Omit<OneOffRequest, "resolve" | "reject">): Promise<ResultMessage> {
-    return new Promise((resolve, reject) => {
-      if (this.#pending.length >= (this.#options.maxPendingRequests ?? 8)) {
-        this.rejectedRequests++;
-        reject(new FlorenceError("INVALID_ARGUMENT", `too many inference requests waiting (${this.#pending.length})`, { fix: "retry later" }));
-        return;
-      }
-      this.#pending.push({ ...request, resolve, reject });
-      this.#wake?.();
-    });
+    return this.#requests.submit("mqtt", () => new Promise<ResultMessage>((resolve, reject) => void this.#serveRequest({ ...request, resolve, reject })));
   }
 
   #wake: (() => void) | undefined;
@@ -131,7 +140,7 @@ export class CameraLoop {
     this.#wake?.();
     await this.#running;
     this.#running = undefined;
-    for (const request of this.#pending.splice(0)) request.reject(new FlorenceError("ENGINE_UNAVAILABLE", "the service is stopping"));
+    this.#requests.rejectAll(new FlorenceError("ENGINE_UNAVAILABLE", "the service is stopping", { fix: "retry once it is back" }));
   }
 
   #dueTasks(camera: LoopCamera, now: number): TaskSchedule[] {
@@ -141,28 +150,36 @@ export class CameraLoop {
     });
   }
 
+  /** One turn: the first lane from the cursor with work (a camera with a due frame, or the request queue) runs. */
+  async #turn(signal: AbortSignal): Promise<boolean> {
+    const cameras = this.#options.cameras;
+    const lanes = cameras.length + 1;
+    for (let i = 0; i < lanes && !signal.aborted; i++) {
+      const lane = (this.#cursor + i) % lanes;
+      if (lane === cameras.length) {
+        const job = this.#requests.take();
+        if (!job) continue;
+        this.#cursor = (lane + 1) % lanes;
+        await job.run(this.#options.model);
+        return true;
+      }
+      const camera = cameras[lane]!;
+      const due = this.#dueTasks(camera, this.#now());
+      if (due.length === 0) continue;
+      const frame = camera.slot.take();
+      if (!frame) continue;
+      this.#lastFrame.set(camera.name, frame);
+      this.#cursor = (lane + 1) % lanes;
+      await this.#process(camera, frame, due);
+      return true;
+    }
+    return false;
+  }
+
   async #run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
-      const request = this.#pending.shift();
-      if (request) {
-        await this.#serveRequest(request);
-        continue;
-      }
-      const cameras = this.#options.cameras;
-      let worked = false;
-      for (let i = 0; i < cameras.length && !signal.aborted; i++) {
-        const camera = cameras[(this.#cursor + i) % cameras.length]!;
-        const due = this.#dueTasks(camera, this.#now());
-        if (due.length === 0) continue;
-        const frame = camera.slot.take();
-        if (!frame) continue;
-        this.#lastFrame.set(camera.name, frame);
-        this.#cursor = (this.#cursor + i + 1) % cameras.length;
-        await this.#process(camera, frame, due);
-        worked = true;
-        break;
-      }
-      if (!worked && !signal.aborted && this.#pending.length === 0) {
+      const worked = await this.#turn(signal);
+      if (!worked && !signal.aborted && this.#requests.depth === 0) {
         const wake = new AbortController();
         const onAbort = () => wake.abort();
         signal.addEventListener("abort", onAbort, { once: true });
