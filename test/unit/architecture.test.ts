@@ -1,7 +1,8 @@
 /**
  * The shape of src/ stays as STYLE.md draws it: imports form no cycle; the engine layer never imports Florence-2 or
  * service code; Florence-2 code never names a backend (only the engine seam, engine/engine.ts, and its helpers);
- * the shapes world (src/world/) sits on Florence-2 beside the service, and nothing below it imports it; no two
+ * the shapes world (src/world/) sits on Florence-2 beside the service, and nothing below it imports it; each npm
+ * package is imported by one module only (the seam to it); no two
  * files share a base name; and files in src/ stay under ~600 lines and functions under ~120, except where a
  * comment right above the function says `long:` and why.
  */
@@ -102,6 +103,20 @@ test("florence/ code never checks which backend runs it", () => {
     if (/["'`](onnxruntime|tensorrt)["'`]|\.backend\b/.test(code)) named.push(file);
   }
   assert.equal(named, []);
+});
+
+test("each npm package is imported by one module of src/ (its subpaths, like hono/body-limit, count as the package)", () => {
+  const importers = new Map<string, Set<string>>();
+  for (const [file, source] of sources) {
+    for (const specifier of importSpecifiers(source)) {
+      if (specifier.startsWith(".") || specifier.startsWith("node:")) continue;
+      const pkg = specifier.startsWith("@") ? specifier.split("/").slice(0, 2).join("/") : specifier.split("/")[0]!;
+      importers.set(pkg, new Set([...(importers.get(pkg) ?? []), file]));
+    }
+  }
+  const shared = [...importers].filter(([, files]) => files.size > 1).map(([pkg, files]) => `${pkg}: ${[...files].join(", ")}`);
+  assert.equal(shared, []);
+  for (const pkg of ["onnxruntime-node", "sharp", "mqtt", "koffi", "hono", "@hono/node-server", "fflate"]) assert.ok(importers.has(pkg), `${pkg} is imported somewhere in src/`);
 });
 
 test("no two files in src/ share a base name", () => {

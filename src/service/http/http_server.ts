@@ -72,6 +72,8 @@ function buildApp(options: HttpServerOptions): Hono<Env> {
   app.use("*", async (c, next) => {
     const started = performance.now();
     await next();
+    // a refused upload may not have been read to its end: the connection cannot carry another request after it
+    if (c.req.method === "POST" && c.res.status >= 400) c.res.headers.set("Connection", "close");
     options.observe?.(c.get("route") ?? "unmatched", c.req.method, c.res.status, performance.now() - started);
   });
   app.use("*", secureHeaders({ crossOriginResourcePolicy: "same-origin", referrerPolicy: "no-referrer", xFrameOptions: "DENY" }));

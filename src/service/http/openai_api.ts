@@ -42,7 +42,7 @@ export function selectTask(text: string, defaultTask: string, param: string): { 
   for (const match of trimmed.matchAll(TOKEN)) {
     const token = match[0];
     if (!isTaskToken(token)) continue;
-    const rest = `${trimmed.slice(0, match.index)} ${trimmed.slice(match.index + token.length)}`.trim();
+    const rest = `${trimmed.slice(0, match.index)} ${trimmed.slice(match.index + token.length)}`.replace(/\s+/g, " ").trim();
     return { task: token, text: TASKS[token].takesText && rest !== "" ? rest : undefined, named: true };
   }
   const unknown = UNKNOWN_TOKEN.exec(trimmed);
