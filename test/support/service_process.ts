@@ -17,7 +17,7 @@ export interface ServiceProcess {
   readonly dir: string;
   /** Everything printed so far. */
   output(): { stdout: string; stderr: string };
-  /** SIGTERM; resolves with the exit code (null when killed). */
+  /** SIGTERM; resolves with the exit code (null when it had to be killed). */
   stop(): Promise<number | null>;
 }
 
@@ -59,6 +59,9 @@ export async function startService(config: string, options: { args?: string[]; e
         child.kill("SIGKILL");
         return null;
       }
+      // Deno's child_process reports a signalled child's exit code as null even when it exits 0 by itself: there the
+      // service's own "stopped" line is the proof of the clean exit path
+      if (code === null && (globalThis as { Deno?: unknown }).Deno !== undefined && stderr.includes('"msg":"stopped"')) return 0;
       return code;
     },
   };

@@ -6,16 +6,18 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TaskResult } from "../../src/florence/florence2.ts";
 import { HttpError } from "../../src/service/http/http_errors.ts";
-import { decodeBase64, decodeDataUrl, isPrivateAddress } from "../../src/service/http/image_input.ts";
+import { decodeBase64, decodeDataUrl, fetchImage, isPrivateAddress, loadImageUrl } from "../../src/service/http/image_input.ts";
 import { fillSchema } from "../../src/service/http/json_schema_fill.ts";
 import { nvidiaResponse, parseNvidiaRequest } from "../../src/service/http/nvidia_api.ts";
 import { chatContent, combineCaptions, contentPieces, parseChatRequest, usageOf } from "../../src/service/http/openai_api.ts";
 import { loadSchemas } from "../support/json_schema.ts";
+import { REFERENCE } from "../support/paths.ts";
 
 const OPTIONS = { defaultTask: "<MORE_DETAILED_CAPTION>", maxImages: 3 };
 const IMAGE = { type: "image_url", image_url: { url: "data:image/jpeg;base64,AAAA", detail: "low" } };
@@ -178,6 +180,42 @@ test("an image URL may not resolve to loopback, private, link-local or special a
   const allowed = ["8.8.8.8", "1.1.1.1", "172.32.0.1", "192.169.0.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"];
   for (const address of blocked) assert.ok(isPrivateAddress(address), address);
   for (const address of allowed) assert.not.ok(isPrivateAddress(address), address);
+});
+
+test("remote images: off by default; when on, fetched within the limits, no redirects, private addresses only when allowed", async () => {
+  const jpeg = readFileSync(join(REFERENCE, "images", "street.jpg"));
+  const server = createServer((req, res) => {
+    if (req.url === "/frame.jpg") res.writeHead(200, { "Content-Type": "image/jpeg" }).end(jpeg);
+    else if (req.url === "/moved") res.writeHead(302, { Location: "/frame.jpg" }).end();
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const limits = { maxPixels: 10_000_000, maxBytes: 1 << 20, remoteImages: true, privateAddresses: true, fetchTimeoutMs: 5000 };
+  const rejects = async (action: Promise<unknown>, status: number, message: RegExp) => {
+    try {
+      await action;
+    } catch (error) {
+      assert.instance(error, HttpError);
+      assert.is((error as HttpError).status, status);
+      assert.match((error as Error).message, message);
+      return;
+    }
+    assert.unreachable(`expected ${status} ${message}`);
+  };
+  try {
+    const image = await loadImageUrl(`${base}/frame.jpg`, "url", limits);
+    assert.equal([image.width, image.height, image.format, image.bytes.length], [640, 480, "jpeg", jpeg.length]);
+    await rejects(fetchImage(`${base}/frame.jpg`, "url", { ...limits, remoteImages: false }), 400, /image URLs are off here — send the image inline/);
+    await rejects(fetchImage(`${base}/frame.jpg`, "url", { ...limits, privateAddresses: false }), 400, /resolves to 127\.0\.0\.1, a loopback, private or link-local address/);
+    await rejects(fetchImage(`http://localhost:${new URL(base).port}/frame.jpg`, "url", { ...limits, privateAddresses: false }), 400, /a loopback, private or link-local address/);
+    await rejects(fetchImage(`${base}/moved`, "url", limits), 400, /it redirects \(302\), and redirects are not followed/);
+    await rejects(fetchImage(`${base}/missing.jpg`, "url", limits), 400, /it answered 404/);
+    await rejects(fetchImage(`${base}/frame.jpg`, "url", { ...limits, maxBytes: 1000 }), 413, /more than 1000 bytes/);
+    await rejects(loadImageUrl(`${base}/frame.jpg`, "url", { ...limits, maxPixels: 1000 }), 413, /640x480 \(307200 pixels\), more than the limit of 1000/);
+  } finally {
+    server.close();
+  }
 });
 
 test.run();
