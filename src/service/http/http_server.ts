@@ -76,7 +76,7 @@ function buildApp(options: HttpServerOptions): Hono<Env> {
     if (c.req.method === "POST" && c.res.status >= 400) c.res.headers.set("Connection", "close");
     options.observe?.(c.get("route") ?? "unmatched", c.req.method, c.res.status, performance.now() - started);
   });
-  app.use("*", secureHeaders({ crossOriginResourcePolicy: "same-origin", referrerPolicy: "no-referrer", xFrameOptions: "DENY" }));
+  app.use("*", secureHeaders({ crossOriginResourcePolicy: "same-origin", referrerPolicy: "no-referrer", xFrameOptions: "DENY", strictTransportSecurity: false }));
   const limit = bodyLimit({
     maxSize: options.maxBodyBytes,
     onError: () => errorResponse(new HttpError(413, "body_too_large", `the request body is over the limit of ${options.maxBodyBytes} bytes`, { fix: "send smaller or fewer images, or raise http.max_body_bytes" })),

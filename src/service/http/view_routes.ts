@@ -161,7 +161,14 @@ export function viewRoutes(deps: ViewDeps): Route[] {
     { method: "GET", path: "/api/tasks", handle: () => jsonResponse({ tasks: TASK_TOKENS.map((token) => ({ task: token, slug: TASKS[token].slug, takes_text: TASKS[token].takesText, region_input: TASKS[token].regionInput })) }) },
     { method: "GET", path: "/api/cameras", handle: () => cameras(deps) },
     { method: "GET", path: "/api/cameras/:name/latest.jpg", handle: (_request, params) => latestJpeg(deps, params) },
-    { method: "GET", path: "/api/cameras/:name/results", handle: (_request, params) => jsonResponse({ camera: camera(deps, params), results: deps.live.results(camera(deps, params)) }) },
+    {
+      method: "GET",
+      path: "/api/cameras/:name/results",
+      handle: (_request, params) => {
+        const name = camera(deps, params);
+        return jsonResponse({ camera: name, results: deps.live.results(name) });
+      },
+    },
     { method: "GET", path: "/api/events", handle: (request) => events(deps, request) },
   ];
 }
