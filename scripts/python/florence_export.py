@@ -28,6 +28,7 @@ from onnx import TensorProto, helper
 OPSET = 17
 GRAPHS = ("vision_encoder", "embed_tokens", "encoder_model", "decoder_model", "decoder_with_past_model",
           "decoder_model_merged")
+DECODER_PARTS = ("decoder_model", "decoder_with_past_model")
 
 
 def _freeze(model: torch.nn.Module) -> None:
@@ -231,6 +232,14 @@ def _prefix_graph(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> None:
         out.name = rename.get(out.name, out.name)
 
 
+def initializer_digest(init: TensorProto) -> str:
+    """The identity of an initializer's value: type, shape and data, not its name (the two decoders' copies of a
+    weight carry different prefixes, and the serialised name's length byte would otherwise tell them apart)."""
+    unnamed = copy.copy(init)
+    unnamed.name = ""
+    return hashlib.sha256(unnamed.SerializeToString()).hexdigest()
+
+
 def merge_decoders(no_past_path: Path, with_past_path: Path, merged_path: Path) -> None:
     """Builds decoder_model_merged: one graph whose If node on `use_cache_branch` runs either decoder.
 
@@ -250,8 +259,7 @@ def merge_decoders(no_past_path: Path, with_past_path: Path, merged_path: Path) 
     def lift(graph: onnx.GraphProto) -> None:
         rename = {}
         for init in graph.initializer:
-            digest = hashlib.sha256(init.SerializeToString().replace(init.name.encode(), b"")).hexdigest()
-            digest += str(init.data_type) + str(list(init.dims))
+            digest = initializer_digest(init)
             if digest in by_digest:
                 rename[init.name] = by_digest[digest]
             else:
@@ -305,7 +313,8 @@ def merge_decoders(no_past_path: Path, with_past_path: Path, merged_path: Path) 
 def make_precisions(onnx_dir: Path, precisions: list[str]) -> list[str]:
     """Writes the other precisions of every graph; returns a note per precision that could not be made."""
     notes = []
-    names = [p.stem for p in sorted(onnx_dir.glob("*.onnx")) if p.stem in GRAPHS]
+    # the merged decoder last: its quantized form is made from the quantized parts
+    names = sorted((p.stem for p in onnx_dir.glob("*.onnx") if p.stem in GRAPHS), key=lambda n: (n == "decoder_model_merged", n))
     for precision in precisions:
         if precision == "fp32":
             continue
@@ -319,6 +328,10 @@ def make_precisions(onnx_dir: Path, precisions: list[str]) -> list[str]:
                     converted = convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=True,
                                                          op_block_list=["Range", "CumSum"])
                     onnx.save(converted, str(dst))
+                elif precision in ("quantized", "uint8", "int8") and name == "decoder_model_merged" and all(
+                        (onnx_dir / f"{part}_{precision}.onnx").exists() for part in DECODER_PARTS):
+                    # ONNX Runtime's quantizer leaves the If branches' weights in float: merge the quantized parts
+                    merge_decoders(*(onnx_dir / f"{part}_{precision}.onnx" for part in DECODER_PARTS), dst)
                 elif precision in ("quantized", "uint8", "int8"):
                     from onnxruntime.quantization import QuantType, quantize_dynamic
                     weight_type = QuantType.QInt8 if precision == "int8" else QuantType.QUInt8

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device run of the florence-2-shapes recipe (see scripts/train/README.md). On the GPU machine, from the repo:
-#   SEED_BASE=100 SECONDS_TO_TRAIN=120 RESUME=0 FINISH=0 bash scripts/train/remote_train.sh
+#   SEED_BASE=100 SECONDS_TO_TRAIN=120 RESUME=0 FINISH=0 [TRAIN_ARGS="--compile --lr 6e-4"] bash scripts/train/remote_train.sh
 # Needs .devcarry/world.tar.xz (scripts/train/make-world-carry.sh), dist/src and dist/scripts carried.
 # Leaves the checkpoint in /tmp/shapes/ckpt (a following run on the same warm machine resumes from it; a fresh
 # machine resumes from a carried .train/ckpt-small.tar) and copies to $OUT: the log, ckpt-small.tar (bf16
@@ -27,13 +27,13 @@ for p in $(seq 0 9); do
   [ "$per" -gt 0 ] || break
   seed=$(( ${SEED_BASE:-100} + p ))
   ( for k in $(seq 0 $((per - 1))); do
-      $NODE dist/scripts/train/world-stills.js --seed $seed --start $((k * 400)) --count 400 --out "$W/data/s$seed-$k" > /dev/null || break
+      nice -n 15 $NODE dist/scripts/train/world-stills.js --seed $seed --start $((k * 400)) --count 400 --out "$W/data/s$seed-$k" > /dev/null || break
     done ) &
 done
 resume=()
 [ "${RESUME:-0}" = 1 ] && resume=(--resume)
 PYTHONUNBUFFERED=1 python3 scripts/train/train_shapes.py --data "$W/data" --heldout "$W/heldout" --ckpt "$W/ckpt" \
-  --seconds "${SECONDS_TO_TRAIN:-300}" --total-seconds "${TOTAL_SECONDS:-1000}" "${resume[@]}"
+  --seconds "${SECONDS_TO_TRAIN:-300}" --total-seconds "${TOTAL_SECONDS:-1000}" "${resume[@]}" ${TRAIN_ARGS:-}
 echo "train rc=$?"
 kill $(jobs -p) 2>/dev/null; pkill -f world-stills.js 2>/dev/null
 python3 - "$W/ckpt" <<'PY'

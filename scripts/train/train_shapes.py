@@ -9,12 +9,12 @@ The recipe (scripts/train/README.md has the whole procedure and the times it too
     written, decoded and resized to the processor's 384 x 384 (PIL bicubic) and kept on the GPU as uint8.
   - tokenizer: byte-level BPE (400 merges' vocabulary) trained on the examples' prompts and answers, plus
     Florence's task tokens, <loc_0>..<loc_999> and <image> (scripts/python/make_fixtures.py make_tokenizer).
-  - model: DaViT [32, 64, 128, 192] x depths [1, 1, 2, 1], window 12; BART d_model 192, 3 encoder + 2 decoder
+  - model: DaViT [32, 64, 128, 192] x depths [1, 1, 2, 1], window 12; BART d_model 192, 2 encoder + 2 decoder
     layers, 4 heads, FFN 768; 145 image tokens.
   - optimisation: AdamW (0.9, 0.98), weight decay 0.01, peak LR 5e-4 after 400 warm-up steps, cosine to 5 % over
     the planned --total-seconds of training (the schedule follows training time so it spans resumed runs),
-    batch 192, bf16 autocast, gradient clip 1.0, seed 1234. One example per batch row, drawn uniformly from all
-    examples loaded so far.
+    batch 192 rows: 48 images drawn uniformly from those loaded so far, 4 of each image's examples (different tasks)
+    per image, its features computed once (batch_loss); bf16 autocast, gradient clip 1.0, seed 1234.
 Checkpoints (--ckpt): train_state.pt (weights, optimiser, step, seconds trained) plus the tokenizer and
 processor; --resume continues from them.
 """
@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+import florence_export  # noqa: E402
 import make_fixtures as fx  # noqa: E402
 
 SIDE = 384
@@ -75,7 +76,7 @@ def make_model(tokenizer):
 
     d = 192
     text_config = BartConfig(
-        vocab_size=len(tokenizer), d_model=d, encoder_layers=3, decoder_layers=2, encoder_attention_heads=4,
+        vocab_size=len(tokenizer), d_model=d, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
         decoder_attention_heads=4, encoder_ffn_dim=4 * d, decoder_ffn_dim=4 * d, max_position_embeddings=256,
         pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, decoder_start_token_id=EOS, forced_eos_token_id=EOS,
         forced_bos_token_id=BOS, scale_embedding=False, activation_function="gelu", dropout=0.0,
@@ -104,12 +105,13 @@ class Store:
         self.images = torch.empty((capacity, SIDE, SIDE, 3), dtype=torch.uint8, device=device)
         self.count = 0
         self.examples: list[tuple[int, list[int], list[int], str]] = []
+        self.by_image: list[list[int]] = []  # image index -> indices into examples
         self.tokenizer = tokenizer
         self.dirs = data_dirs
         self.seen: set[str] = set()
         self.lock = threading.Lock()
         self.stop = False
-        self.pool = Pool(6)
+        self.pool = Pool(4, initializer=os.nice, initargs=(10,))  # decoding must not starve the training thread
 
     def poll_once(self, max_shards: int = 1_000_000) -> int:
         added = 0
@@ -135,7 +137,11 @@ class Store:
                 p_ids = self.tokenizer(prompts)["input_ids"]
                 t_ids = self.tokenizer(targets)["input_ids"]
                 with self.lock:
-                    self.examples.extend((m[0], p, t, m[1]) for m, p, t in zip(meta, p_ids, t_ids))
+                    for m, p, t in zip(meta, p_ids, t_ids):
+                        while len(self.by_image) <= m[0]:
+                            self.by_image.append([])
+                        self.by_image[m[0]].append(len(self.examples))
+                        self.examples.append((m[0], p, t, m[1]))
                     self.count = start + len(arrays)
                 added += len(arrays)
         return added
@@ -145,14 +151,21 @@ class Store:
             if self.poll_once() == 0:
                 time.sleep(1.0)
 
-    def sample(self, n: int, rng: random.Random):
+    def sample(self, images: int, per_image: int, rng: random.Random):
+        """`per_image` different examples (tasks) of each of `images` images drawn uniformly from those loaded: the
+        vision tower then runs once per image for several rows of the batch."""
         with self.lock:
-            return [self.examples[rng.randrange(len(self.examples))] for _ in range(n)]
+            picked = [rng.randrange(self.count) for _ in range(images)]
+            return [self.examples[i] for image in picked
+                    for i in rng.sample(self.by_image[image], min(per_image, len(self.by_image[image])))]
 
 
 def collate(store: Store, rows, image_token_id: int, device):
-    img = store.images[torch.tensor([r[0] for r in rows], device=device)]
+    images = sorted({r[0] for r in rows})
+    slot = {image: i for i, image in enumerate(images)}
+    img = store.images[torch.tensor(images, device=device)]
     pixel_values = ((img.permute(0, 3, 1, 2).float() / 255.0) - MEAN.to(device)) / STD.to(device)
+    row_image = torch.tensor([slot[r[0]] for r in rows], device=device)
     plen = max(len(r[1]) for r in rows)
     tlen = max(len(r[2]) for r in rows)
     input_ids = torch.full((len(rows), IMAGE_TOKENS + plen), PAD, dtype=torch.long)
@@ -166,8 +179,21 @@ def collate(store: Store, rows, image_token_id: int, device):
         labels[i, :len(t)] = torch.tensor(t)
         decoder_input_ids[i, 0] = EOS
         decoder_input_ids[i, 1:len(t)] = torch.tensor(t[:-1])
-    return dict(pixel_values=pixel_values, input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                decoder_input_ids=decoder_input_ids.to(device), labels=labels.to(device))
+    return dict(pixel_values=pixel_values, row_image=row_image, input_ids=input_ids.to(device),
+                attention_mask=attention.to(device), decoder_input_ids=decoder_input_ids.to(device),
+                labels=labels.to(device))
+
+
+def batch_loss(model, batch: dict) -> torch.Tensor:
+    """Florence2ForConditionalGeneration's own loss, with each image's features computed once and placed into every
+    row that asks about that image: exactly what the model's forward does with pixel_values (the image features
+    replace the <image> placeholders of the input embeddings), without running the vision tower per row."""
+    features = florence_export.image_features(model, batch["pixel_values"])[batch["row_image"]]
+    embeds = model.get_input_embeddings()(batch["input_ids"])
+    mask = (batch["input_ids"] == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
+    embeds = embeds.masked_scatter(mask, features.to(embeds.dtype))
+    return model(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                 decoder_input_ids=batch["decoder_input_ids"], labels=batch["labels"]).loss
 
 
 def check_prompt_layout(processor, store: Store):
@@ -225,7 +251,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--seconds", type=float, required=True, help="train this long in this run")
     ap.add_argument("--total-seconds", type=float, default=960.0, help="planned training time over all runs")
-    ap.add_argument("--batch", type=int, default=192)
+    ap.add_argument("--batch", type=int, default=192, help="rows (examples) per step")
+    ap.add_argument("--per-image", type=int, default=4, help="examples (different tasks) per image in a step")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the loss (forward and backward)")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--warmup", type=int, default=400)
     ap.add_argument("--capacity", type=int, default=120_000)
@@ -235,6 +263,7 @@ def main(argv: list[str]) -> int:
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed + int(time.time()) if args.resume else args.seed)
     ckpt = Path(args.ckpt)
@@ -289,6 +318,8 @@ def main(argv: list[str]) -> int:
     run_start = time.time()
     last_log = run_start
     losses = []
+    parts: list[np.ndarray] = []
+    step_loss = torch.compile(batch_loss, dynamic=True) if args.compile else batch_loss
     while True:
         now = time.time()
         ran = now - run_start
@@ -298,19 +329,34 @@ def main(argv: list[str]) -> int:
         lr = args.lr * min(1.0, (state["step"] + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = collate(store, store.sample(args.batch, rng), tokenizer.image_token_id, device)
+        timing = state["step"] % 50 == 0  # every 50th step is synchronised and timed part by part
+        marks = [time.time()]
+        batch = collate(store, store.sample(args.batch // args.per_image, args.per_image, rng),
+                        tokenizer.image_token_id, device)
+        if timing:
+            torch.cuda.synchronize()
+            marks.append(time.time())
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(**batch).loss
+            loss = step_loss(model, batch)
+        if timing:
+            torch.cuda.synchronize()
+            marks.append(time.time())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if timing:
+            torch.cuda.synchronize()
+            marks.append(time.time())
+            parts.append(np.diff(marks) * 1000)
         state["step"] += 1
         losses.append(loss.item() if state["step"] % 10 == 0 else float("nan"))
         if now - last_log > 30:
             recent = [v for v in losses[-300:] if v == v]
+            ms = np.median(parts[-10:], axis=0) if parts else [0, 0, 0]
             print(f"step {state['step']} loss {np.mean(recent):.4f} lr {lr:.2e} images {store.count} examples "
-                  f"{len(store.examples)} run {ran:.0f}s total {state['trained_s'] + ran:.0f}s", flush=True)
+                  f"{len(store.examples)} run {ran:.0f}s total {state['trained_s'] + ran:.0f}s; ms per step: data "
+                  f"{ms[0]:.0f} forward {ms[1]:.0f} backward+step {ms[2]:.0f}", flush=True)
             last_log = now
     state["trained_s"] += time.time() - run_start
     store.stop = True

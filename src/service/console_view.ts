@@ -3,6 +3,7 @@
  * latency and the camera's processing rate — one line per result. With `--log-format json` the same results are
  * JSON lines (the published message) instead.
  */
+import type { EventMessage } from "../events/camera_events.ts";
 import type { ResultMessage } from "./types.ts";
 
 const MAX_ITEMS = 6;
@@ -52,6 +53,18 @@ export class ConsoleView {
     const input = message.text_input ? ` ${JSON.stringify(message.text_input)}` : "";
     const rate = fps === undefined ? "" : `, ${fps.toFixed(1)} fps`;
     this.#write(`${message.camera} #${message.frame} ${message.task}${input}: ${describeAnswer(message.result[message.task])}  (${Math.round(message.latency_ms.total)} ms${rate})\n`);
+  }
+
+  /** A tracked object's event: `demo event new circle 1765…-mxklsc [112,80,190,158] zones driveway`. */
+  event(message: EventMessage): void {
+    if (this.#json) {
+      this.#write(`${JSON.stringify(message)}\n`);
+      return;
+    }
+    const a = message.after;
+    const zones = a.current_zones.length > 0 ? ` in ${a.current_zones.join(", ")}` : "";
+    const extra = [a.stationary ? "stationary" : "", a.description !== null ? JSON.stringify(a.description) : ""].filter(Boolean).join(" ");
+    this.#write(`${a.camera} event ${message.type} ${a.label} ${a.id} ${box(a.box)}${zones}${extra ? ` ${extra}` : ""}\n`);
   }
 
   /** Frames processed per second over the camera's last ten distinct frames. */

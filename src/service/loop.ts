@@ -5,6 +5,10 @@
  * slow camera never starves the others, requests cannot starve the cameras (nor the cameras the requests), and
  * inference never falls behind real time (older frames are dropped and counted by the per-camera slot). One bad
  * frame, command, request or task is counted and logged; the loop goes on.
+ *
+ * Background jobs (the events' descriptions) come last: they run when no frame and no request waits, and while frames
+ * keep coming they may take at most `background.share` of the inference time (a credit earned by each frame's time),
+ * so detection keeps its rate; their queue is bounded and a job that does not fit is dropped and counted.
  */
 import { performance } from "node:perf_hooks";
 import { FlorenceError } from "../errors.ts";
@@ -34,6 +38,18 @@ export interface InferenceModel<V extends EncodedFrame = EncodedFrame> {
 /** What the loop needs of the per-camera newest-frame slot. */
 export interface FrameSlot {
   take(): Frame | undefined;
+  /** Whether a frame waits (without taking it); a slot without it always counts as waiting. */
+  readonly pending?: boolean;
+}
+
+/** Low-priority work on the model: one task on an image, answered through `done` or `failed`. */
+export interface BackgroundJob {
+  camera: string;
+  image: RgbImage | Uint8Array;
+  task: string;
+  text: string | undefined;
+  done(result: TaskResult): void;
+  failed(error: unknown): void;
 }
 
 export interface LoopCamera {
@@ -69,6 +85,8 @@ export interface LoopOptions {
   /** The queue of on-demand work that takes turns with the cameras; default: one of `maxPendingRequests` (8). */
   requests?: RequestQueue<InferenceModel>;
   maxPendingRequests?: number;
+  /** Background jobs: at most `maxQueued` waiting (default 16), at most `share` of the inference time while frames wait (default 0.2). */
+  background?: { maxQueued?: number; share?: number };
   now?: () => number;
 }
 
@@ -82,12 +100,18 @@ export class CameraLoop {
   readonly #lastRun = new Map<string, number>();
   readonly #lastFrame = new Map<string, Frame>();
   readonly #requests: RequestQueue<InferenceModel>;
+  readonly #background: BackgroundJob[] = [];
+  /** Milliseconds of inference background jobs may still take while frames wait. */
+  #backgroundCredit = 0;
   /** Whose turn it is: cameras[0..n-1], then n for the request queue. */
   #cursor = 0;
   #abort = new AbortController();
   #running: Promise<void> | undefined;
   /** Frames fully processed: the watchdog's progress counter. */
   processedFrames = 0;
+  /** Background jobs run, and dropped because the queue was full. */
+  backgroundRun = 0;
+  backgroundDropped = 0;
 
   constructor(options: LoopOptions) {
     this.#options = options;
@@ -126,6 +150,22 @@ export class CameraLoop {
     return this.#requests.submit("mqtt", () => new Promise<ResultMessage>((resolve, reject) => void this.#serveRequest({ ...request, resolve, reject })));
   }
 
+  /** Queues a background job; false (counted in `backgroundDropped`) when the queue is full or the loop stopped. */
+  enqueueBackground(job: BackgroundJob): boolean {
+    if (this.#abort.signal.aborted || this.#background.length >= (this.#options.background?.maxQueued ?? 16)) {
+      this.backgroundDropped++;
+      return false;
+    }
+    this.#background.push(job);
+    this.#wake?.();
+    return true;
+  }
+
+  /** Background jobs waiting. */
+  get backgroundQueued(): number {
+    return this.#background.length;
+  }
+
   #wake: (() => void) | undefined;
 
   start(): void {
@@ -141,6 +181,12 @@ export class CameraLoop {
     await this.#running;
     this.#running = undefined;
     this.#requests.rejectAll(new FlorenceError("ENGINE_UNAVAILABLE", "the service is stopping", { fix: "retry once it is back" }));
+    for (const job of this.#background.splice(0)) job.failed(new FlorenceError("ENGINE_UNAVAILABLE", "the service is stopping"));
+  }
+
+  /** Whether a camera has a frame waiting with tasks due on it. */
+  #framesWaiting(now: number): boolean {
+    return this.#options.cameras.some((c) => c.slot.pending !== false && this.#dueTasks(c, now).length > 0);
   }
 
   #dueTasks(camera: LoopCamera, now: number): TaskSchedule[] {
@@ -170,7 +216,11 @@ export class CameraLoop {
       if (!frame) continue;
       this.#lastFrame.set(camera.name, frame);
       this.#cursor = (lane + 1) % lanes;
+      const started = performance.now();
       await this.#process(camera, frame, due);
+      const share = this.#options.background?.share ?? 0.2;
+      // earned only while jobs wait, and at most a few seconds' worth: idle credit must not starve frames later
+      if (this.#background.length > 0) this.#backgroundCredit = Math.min(5000, this.#backgroundCredit + ((performance.now() - started) * share) / (1 - share));
       return true;
     }
     return false;
@@ -178,8 +228,15 @@ export class CameraLoop {
 
   async #run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
+      // a background job: on its credit, or when neither a frame nor a request waits
+      if (this.#background.length > 0 && (this.#backgroundCredit > 0 || (this.#requests.depth === 0 && !this.#framesWaiting(this.#now())))) {
+        const started = performance.now();
+        await this.#runBackground(this.#background.shift()!);
+        this.#backgroundCredit -= performance.now() - started;
+        continue;
+      }
       const worked = await this.#turn(signal);
-      if (!worked && !signal.aborted && this.#requests.depth === 0) {
+      if (!worked && !signal.aborted && this.#requests.depth === 0 && this.#background.length === 0) {
         const wake = new AbortController();
         const onAbort = () => wake.abort();
         signal.addEventListener("abort", onAbort, { once: true });
@@ -223,6 +280,21 @@ export class CameraLoop {
     model.release?.(vision);
     this.processedFrames++;
     events.processed(camera.name, stages);
+  }
+
+  async #runBackground(job: BackgroundJob): Promise<void> {
+    const model = this.#options.model;
+    let vision: EncodedFrame | undefined;
+    try {
+      vision = await model.encodeImage(job.image);
+      const result = await model.runTask(vision, { task: job.task, text: job.text }, this.#options.generate);
+      this.backgroundRun++;
+      job.done(result);
+    } catch (error) {
+      job.failed(error);
+    } finally {
+      if (vision) model.release?.(vision);
+    }
   }
 
   async #serveRequest(request: OneOffRequest): Promise<void> {

@@ -64,7 +64,7 @@ export interface StatsSnapshot {
   uptime_s: number;
   window_s: number;
   cameras: Record<string, CameraSnapshot>;
-  queues: Record<string, { depth: number; max_depth: number; capacity?: number }>;
+  queues: Record<string, { depth: number; max_depth: number; capacity?: number; dropped?: number }>;
   mqtt: {
     connected: boolean | null;
     reconnects: number;
@@ -196,7 +196,7 @@ export class ServiceMetrics {
   readonly #info: Record<string, string> | undefined;
   readonly #startedMono: number;
   readonly #cameras = new Map<string, CameraRecord>();
-  readonly #queues = new Map<string, { depth: number; maxDepth: number; capacity: number | undefined }>();
+  readonly #queues = new Map<string, { depth: number; maxDepth: number; capacity: number | undefined; dropped: number | undefined }>();
   readonly #published = new Map<string, number>();
   readonly #publishFailed = new Map<string, number>();
   /** Labelled counters by family name: HTTP requests by route and status, refused jobs by origin … */
@@ -299,14 +299,16 @@ export class ServiceMetrics {
     errors.set(stage, (errors.get(stage) ?? 0) + 1);
   }
 
-  queueDepth(queue: string, depth: number, capacity?: number): void {
+  /** A queue's depth now, its bound, and how many items it has dropped so far (a running total). */
+  queueDepth(queue: string, depth: number, capacity?: number, dropped?: number): void {
     const entry = this.#queues.get(queue);
     if (entry) {
       entry.depth = depth;
       if (depth > entry.maxDepth) entry.maxDepth = depth;
       if (capacity !== undefined) entry.capacity = capacity;
+      if (dropped !== undefined) entry.dropped = dropped;
     } else {
-      this.#queues.set(queue, { depth, maxDepth: depth, capacity });
+      this.#queues.set(queue, { depth, maxDepth: depth, capacity, dropped });
     }
   }
 
@@ -365,7 +367,7 @@ export class ServiceMetrics {
       };
     }
     const queues: StatsSnapshot["queues"] = {};
-    for (const [name, q] of this.#queues) queues[name] = { depth: q.depth, max_depth: q.maxDepth, ...(q.capacity !== undefined ? { capacity: q.capacity } : {}) };
+    for (const [name, q] of this.#queues) queues[name] = { depth: q.depth, max_depth: q.maxDepth, ...(q.capacity !== undefined ? { capacity: q.capacity } : {}), ...(q.dropped !== undefined ? { dropped: q.dropped } : {}) };
     const memory = process.memoryUsage();
     return {
       timestamp: new Date(this.#wallClock()).toISOString(),
@@ -430,6 +432,7 @@ export class ServiceMetrics {
     out.family("florence_edge_queue_depth", "gauge", "Items waiting in the queue.", queues.map(([queue, q]) => [{ queue }, q.depth]));
     out.family("florence_edge_queue_depth_max", "gauge", "Largest depth the queue has had.", queues.map(([queue, q]) => [{ queue }, q.maxDepth]));
     out.family("florence_edge_queue_capacity", "gauge", "The queue's bound.", queues.filter(([, q]) => q.capacity !== undefined).map(([queue, q]) => [{ queue }, q.capacity!]));
+    out.family("florence_edge_queue_dropped_total", "counter", "Items the queue dropped because it was full.", queues.filter(([, q]) => q.dropped !== undefined).map(([queue, q]) => [{ queue }, q.dropped!]));
 
     if (this.#mqttConnected !== null) out.family("florence_edge_mqtt_connected", "gauge", "1 while connected to the MQTT broker.", [[{}, this.#mqttConnected ? 1 : 0]]);
     out.family("florence_edge_mqtt_reconnects_total", "counter", "Reconnections to the MQTT broker after a loss.", [[{}, this.#mqttReconnects]]);

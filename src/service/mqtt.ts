@@ -17,7 +17,7 @@ import { randomBytes } from "node:crypto";
 import { FlorenceError, describeValue } from "../errors.ts";
 import { readChoice, readNumber } from "../validate.ts";
 import { CommandRouter, withTimeout, type MqttCommandHandlers } from "./command_router.ts";
-import { cameraDiscovery, removeCameraDiscovery, type DiscoveryOptions } from "./discovery.ts";
+import { cameraDiscovery, type DiscoveryOptions, type EventEntities, removeCameraDiscovery } from "./discovery.ts";
 import { MqttLink, type IncomingMessage, type LinkSession, type LogLevel, type MqttLinkState, type MqttProtocolChoice, type PublishOutcome } from "./mqtt_link.ts";
 import { checkCameraSegment, MqttTopics } from "./mqtt_topics.ts";
 import { Outbox, outgoingMessage, type OutgoingMessage, type QoS } from "./outbox.ts";
@@ -49,7 +49,7 @@ export interface MqttPublisherOptions {
   /** Reconnect backoff: the first delay and the ceiling, in ms (default 1 000 and 60 000). */
   reconnectMinMs?: number;
   reconnectMaxMs?: number;
-  qos?: Partial<Record<"results" | "snapshot" | "status" | "stats", QoS>>;
+  qos?: Partial<Record<"results" | "snapshot" | "status" | "stats" | "events", QoS>>;
   retain?: Partial<Record<"results" | "snapshot", boolean>>;
   /** The outgoing queue (offline, or the broker too slow): default 1000 messages and 16 MiB. */
   offlineQueue?: { maxMessages?: number; maxBytes?: number };
@@ -142,14 +142,17 @@ export class MqttPublisher {
   readonly topicPrefix: string;
   readonly cameras: readonly string[];
   readonly #topics: MqttTopics;
-  readonly #qos: Record<"results" | "snapshot" | "status" | "stats", QoS>;
+  readonly #qos: Record<"results" | "snapshot" | "status" | "stats" | "events", QoS>;
   readonly #retain: Record<"results" | "snapshot", boolean>;
   readonly #discovery: DiscoveryOptions | undefined;
   readonly #log: (level: LogLevel, message: string) => void;
   readonly #outbox: Outbox;
   readonly #link: MqttLink;
   readonly #router: CommandRouter;
-  readonly #latestStatus = new Map<string, OutgoingMessage>();
+  /** Retained state (camera status, object counts) by topic, sent again on every connect. */
+  readonly #latestRetained = new Map<string, OutgoingMessage>();
+  /** The events' entities of each camera's Home Assistant device. */
+  readonly #eventEntities = new Map<string, EventEntities>();
   readonly #discoveryRemoved = new Set<string>();
   readonly #flushWaiters = new Set<() => void>();
   #stopping: Promise<void> | undefined;
@@ -170,6 +173,7 @@ export class MqttPublisher {
       snapshot: qosOption("snapshot", options.qos?.snapshot, 0),
       status: qosOption("status", options.qos?.status, 1),
       stats: qosOption("stats", options.qos?.stats, 0),
+      events: qosOption("events", options.qos?.events, 1),
     };
     this.#retain = { results: options.retain?.results ?? false, snapshot: options.retain?.snapshot ?? false };
     this.#outbox = new Outbox({
@@ -319,8 +323,42 @@ export class MqttPublisher {
       ...(status.lastFrameAt !== undefined ? { lastFrameAt: status.lastFrameAt } : {}),
     };
     const message = outgoingMessage(topic, JSON.stringify(body), this.#qos.status, true, topic, JSON_PROPERTIES);
-    if (this.#stopping === undefined) this.#latestStatus.set(status.camera, message);
+    if (this.#stopping === undefined) this.#latestRetained.set(topic, message);
     return this.#enqueue(message);
+  }
+
+  /** Queues a tracked object's event (`{type, before, after}`) on `<prefix>/events`. */
+  publishEvent(event: object): boolean {
+    return this.#enqueue(outgoingMessage(this.#topics.events, JSON.stringify(event), this.#qos.events, false, undefined, JSON_PROPERTIES));
+  }
+
+  /** Queues a `{type: "description", id, …}` on `<prefix>/tracked_object_update`. */
+  publishObjectUpdate(update: object): boolean {
+    return this.#enqueue(outgoingMessage(this.#topics.trackedObjectUpdate, JSON.stringify(update), this.#qos.events, false, undefined, JSON_PROPERTIES));
+  }
+
+  /** Queues a count of live objects, retained (and sent again on every connect): a camera's or a zone's, of a label or all. */
+  publishCount(camera: string, zone: string | undefined, label: string | undefined, count: number): boolean {
+    const topic = this.#topics.count(camera, zone, label);
+    const message = outgoingMessage(topic, String(count), this.#qos.events, true, topic, undefined);
+    if (this.#stopping === undefined) this.#latestRetained.set(topic, message);
+    return this.#enqueue(message);
+  }
+
+  /** Queues the best view of a label's latest object on `<prefix>/<camera>/<label>/snapshot`, retained. */
+  publishObjectSnapshot(camera: string, label: string, jpeg: Uint8Array): boolean {
+    const topic = this.#topics.objectSnapshot(camera, label);
+    return this.#enqueue(outgoingMessage(topic, Buffer.from(jpeg), this.#qos.snapshot, true, topic, JPEG_PROPERTIES));
+  }
+
+  /** Sets the entities a camera's events add to its Home Assistant device, and publishes the config when they changed. */
+  setEventEntities(camera: string, entities: EventEntities): void {
+    const before = this.#eventEntities.get(camera);
+    this.#eventEntities.set(camera, entities);
+    // before the first connect, the connect sends the config with these entities
+    if (!this.#discovery || this.#link.session === undefined || this.#discoveryRemoved.has(camera) || JSON.stringify(before) === JSON.stringify(entities)) return;
+    const config = cameraDiscovery(this.#discovery, camera, entities);
+    this.#enqueue(outgoingMessage(config.topic, config.payload, 1, true, config.topic, JSON_PROPERTIES));
   }
 
   /** Queues the stats object on `<prefix>/stats` (only the newest waits in the queue). */
@@ -397,7 +435,7 @@ export class MqttPublisher {
     this.#outbox.setControl([outgoingMessage(this.availabilityTopic, "online", 1, true, undefined, undefined, true)]);
     this.#queueDiscovery();
     // retained state may be gone (a broker restarted without persistence): send the newest again unless queued
-    for (const status of this.#latestStatus.values()) {
+    for (const status of this.#latestRetained.values()) {
       if (status.key === undefined || !this.#outbox.isQueued(status.key)) this.#outbox.addControl({ ...status, control: true });
     }
     this.#pump();
@@ -407,7 +445,7 @@ export class MqttPublisher {
     if (!this.#discovery) return;
     for (const camera of this.cameras) {
       if (this.#discoveryRemoved.has(camera)) continue;
-      const config = cameraDiscovery(this.#discovery, camera);
+      const config = cameraDiscovery(this.#discovery, camera, this.#eventEntities.get(camera));
       this.#outbox.addControl(outgoingMessage(config.topic, config.payload, 1, true, undefined, JSON_PROPERTIES, true));
     }
   }

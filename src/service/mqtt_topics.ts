@@ -7,6 +7,13 @@
  *   <prefix>/stats                          the stats object
  *   <prefix>/<camera>/set                   commands in; answered on …/set/result or …/error
  *   <prefix>/<camera>/infer, <prefix>/infer inference requests in
+ *   <prefix>/events                         tracked objects' new / update / end (Frigate's shape)
+ *   <prefix>/tracked_object_update          descriptions of tracked objects
+ *   <prefix>/<camera>/<label>               live objects of a label (`all`: of every label), retained
+ *   <prefix>/<camera>/<label>/snapshot      the best view of the label's latest object, JPEG, retained
+ *   <prefix>/<zone>/<label>                 live objects of a label in a zone (`all` too), retained
+ * A label becomes a segment as `labelSegment` says: lower case, [a-z0-9_-], and `_object` after a name the camera's
+ * own topics use (`status`, `set`, `od`, `all` …).
  */
 import { describeValue, FlorenceError } from "../errors.ts";
 import { isTaskToken, TASKS } from "../florence/tasks.ts";
@@ -22,6 +29,15 @@ export function checkCameraSegment(camera: string, code: "CONFIG_INVALID" | "INV
   if (typeof camera !== "string" || !SEGMENT.test(camera)) {
     throw new FlorenceError(code, `camera name ${describeValue(camera)} cannot be an MQTT topic segment`, { fix: "use letters, digits, _ and -" });
   }
+}
+
+/** Segments under `<prefix>/<camera>/` that a label's topic may not take. */
+const RESERVED_UNDER_CAMERA: ReadonlySet<string> = new Set([...Object.values(TASKS).map((t) => t.slug), "status", "set", "infer", "error", "all"]);
+
+/** A label as a topic segment (and a Home Assistant id part): `traffic light` → `traffic_light`, `set` → `set_object`. */
+export function labelSegment(label: string): string {
+  const slug = label.toLowerCase().replace(/[^a-z0-9_-]+/g, "_").replace(/^_+|_+$/g, "").slice(0, 64) || "object";
+  return RESERVED_UNDER_CAMERA.has(slug) ? `${slug}_object` : slug;
 }
 
 export class MqttTopics {
@@ -56,6 +72,24 @@ export class MqttTopics {
   status(camera: string): string {
     checkCameraSegment(camera, "INVALID_ARGUMENT");
     return `${this.prefix}/${camera}/status`;
+  }
+
+  get events(): string {
+    return `${this.prefix}/events`;
+  }
+
+  get trackedObjectUpdate(): string {
+    return `${this.prefix}/tracked_object_update`;
+  }
+
+  /** `<prefix>/<camera>/<label>` (label undefined: `all`), or `<prefix>/<zone>/<label>` for a zone's count. */
+  count(camera: string, zone: string | undefined, label: string | undefined): string {
+    checkCameraSegment(camera, "INVALID_ARGUMENT");
+    return `${this.prefix}/${zone ?? camera}/${label === undefined ? "all" : labelSegment(label)}`;
+  }
+
+  objectSnapshot(camera: string, label: string): string {
+    return `${this.count(camera, undefined, label)}/snapshot`;
   }
 
   setResult(camera: string): string {

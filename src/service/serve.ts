@@ -18,6 +18,8 @@ import { demoClip, demoImagesDir, demoModelDir, isSeeingModel } from "../paths.t
 import { type EmbeddedBroker, startBroker } from "./broker.ts";
 import type { MqttCommandHandlers } from "./command_router.ts";
 import { applySetCommand } from "./commands.ts";
+import { parseEvents } from "./events_config.ts";
+import { EventPublisher } from "./event_publisher.ts";
 import { LatestFrame, waitForAnyFrame } from "./latest.ts";
 import { ConsoleView } from "./console_view.ts";
 import { createLogger, type Logger, resolveLogFormat } from "./log.ts";
@@ -56,6 +58,8 @@ export interface ServeOptions {
 }
 
 export const BUNDLED_CLIP = demoClip;
+/** Descriptions waiting for the model at most; more are dropped and counted (`queues.descriptions.dropped`). */
+const DESCRIPTION_QUEUE = 16;
 
 function hasExecutable(name: string): boolean {
   const dirs = (process.env["PATH"] ?? "").split(":");
@@ -68,16 +72,11 @@ export function embeddedCamera(): CameraConfig {
   const source: SourceConfig = hasExecutable("ffmpeg") && existsSync(clip)
     ? { type: "file", path: clip, loop: true, fps: 2 }
     : { type: "folder", path: demoImagesDir(), loop: true, fps: 1 };
-  return {
-    name: "demo",
-    source,
-    decoder: "ffmpeg",
-    tasks: [
-      { task: "<OD>", text: undefined, intervalS: 0, snapshot: true },
-      { task: "<CAPTION>", text: undefined, intervalS: 2, snapshot: false },
-    ],
-    stallTimeoutS: 10,
-  };
+  const tasks = [
+    { task: "<OD>", text: undefined, intervalS: 0, snapshot: true },
+    { task: "<CAPTION>", text: undefined, intervalS: 2, snapshot: false },
+  ];
+  return { name: "demo", source, decoder: "ffmpeg", tasks, stallTimeoutS: 10, events: parseEvents(undefined, "demo.events", tasks.map((t) => t.task)), zones: [] };
 }
 
 async function readPem(path: string | undefined, what: string): Promise<string | undefined> {
@@ -141,17 +140,21 @@ interface Running {
   http?: HttpFace;
   sources: FrameSource[];
   loop?: CameraLoop;
+  events?: EventPublisher;
   feeder?: WatchdogFeeder;
   statsTimer?: ReturnType<typeof setInterval>;
+  eventsTimer?: ReturnType<typeof setInterval>;
   cleanups: (() => Promise<void> | void)[];
 }
 
 async function stopRunning(running: Running, log: Logger): Promise<void> {
   if (running.statsTimer) clearInterval(running.statsTimer);
+  if (running.eventsTimer) clearInterval(running.eventsTimer);
   running.feeder?.stop();
   await running.http?.close().catch((e) => log.warn("http stop failed", { error: String(e) }));
   await Promise.allSettled(running.sources.map((s) => s.stop()));
   await running.loop?.stop(); // finishes the inference in flight
+  running.events?.finish(); // every object's end, counts back to 0, before MQTT flushes
   if (running.publisher) await running.publisher.stop(5000).catch((e) => log.warn("mqtt stop failed", { error: String(e) }));
   await running.metricsServer?.close().catch(() => undefined);
   await running.model?.dispose();
@@ -231,14 +234,19 @@ async function start(config: ServiceConfig, options: ServeOptions, cameras: read
     },
   });
   let publishResult: ReturnType<typeof resultPublisher> | undefined;
+  let events: EventPublisher | undefined;
   const loop = (running.loop = new CameraLoop({
     model,
     requests,
     cameras: cameras.map((c) => ({ name: c.name, slot: slots.get(c.name)!, tasks: c.tasks.map((t) => ({ ...t })) })),
     generate: generateOptionsFromConfig(config),
     waitForFrame: (signal) => waitForAnyFrame(slots.values(), signal),
+    background: { maxQueued: DESCRIPTION_QUEUE },
     events: {
-      result: (message, frame, taskResult, schedule) => void publishResult?.(message, frame, taskResult, schedule),
+      result: (message, frame, taskResult, schedule) => {
+        void publishResult?.(message, frame, taskResult, schedule);
+        events?.result(message.camera, frame, taskResult);
+      },
       error: (camera, stage, error) => {
         metrics.error(camera, stage);
         log.warn(stage === "decode" ? "frame skipped: it could not be decoded" : "task failed", { camera, stage, code: (error as FlorenceError).code, error: String((error as Error).message ?? error) });
@@ -279,15 +287,20 @@ async function start(config: ServiceConfig, options: ServeOptions, cameras: read
     if (options.echo) process.stdout.write(`live view: ${running.http.url}/\n`);
   }
   publishResult = resultPublisher(publisher, metrics, log, view, options.snapshotDir, () => running.http);
+  events = running.events = new EventPublisher({ cameras, sink: publisher, background: (job) => loop.enqueueBackground(job), metrics, log, ...(view ? { onEvent: (event) => view.event(event) } : {}) });
+  if (events.cameras.length > 0) log.info("events", { cameras: events.cameras, topic: `${config.mqtt.topicPrefix}/events` });
+  events.start();
+  running.eventsTimer = setInterval(() => events!.tick(Date.now()), 1000);
   publisher.start();
   running.sources.push(...startSources(cameras, slots, publisher, metrics, log, running.http));
   loop.start();
 
   running.statsTimer = setInterval(() => {
     for (const [name, slot] of slots) metrics.queueDepth(`frames:${name}`, slot.pending ? 1 : 0, 1);
+    metrics.queueDepth("descriptions", loop.backgroundQueued, DESCRIPTION_QUEUE, loop.backgroundDropped);
     const counters = publisher.counters();
     metrics.mqttConnection(counters.state === "online");
-    publisher.publishStats({ ...metrics.snapshot(), mqtt: counters });
+    publisher.publishStats({ ...metrics.snapshot(), ...(events!.cameras.length > 0 ? { events: events!.stats() } : {}), mqtt: counters });
   }, config.statsIntervalS * 1000);
   if (config.metrics.port !== undefined) {
     running.metricsServer = await startMetricsServer(metrics, { host: config.metrics.host, port: config.metrics.port });

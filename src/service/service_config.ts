@@ -10,6 +10,8 @@ import { FlorenceError } from "../errors.ts";
 import { checkOnlyKeys, isRecord, readBoolean, readChoice, readMapping, readNumber, readString, reject, type NumberRange, type Where } from "../validate.ts";
 import { PRECISIONS, type Precision } from "../florence/model_files.ts";
 import { isTaskToken, TASKS } from "../florence/tasks.ts";
+import type { ZoneSpec } from "../events/zones.ts";
+import { checkZoneNames, type EventsConfig, parseEvents, parseZones } from "./events_config.ts";
 import { maskUrl } from "./redact.ts";
 import { normalizeCommon, normalizeSpec, SOURCE_DEFAULTS, type BackoffOptions, type SourceSpec, type SourceType } from "./sources/spec.ts";
 
@@ -34,6 +36,9 @@ export interface CameraConfig {
   backoff?: BackoffOptions | undefined;
   /** Largest frame a source reassembles; undefined: the sources' default. */
   maxFrameBytes?: number | undefined;
+  /** Tracked objects and their events (events_config.ts). */
+  events: EventsConfig;
+  zones: ZoneSpec[];
 }
 
 export interface MqttConfig {
@@ -45,7 +50,7 @@ export interface MqttConfig {
   password: string | undefined;
   tls: { ca: string | undefined; cert: string | undefined; key: string | undefined; rejectUnauthorized: boolean };
   protocol: "auto" | 4 | 5;
-  qos: { results: 0 | 1 | 2; snapshot: 0 | 1 | 2; status: 0 | 1 | 2; stats: 0 | 1 | 2 };
+  qos: { results: 0 | 1 | 2; snapshot: 0 | 1 | 2; status: 0 | 1 | 2; stats: 0 | 1 | 2; events: 0 | 1 | 2 };
   retain: { results: boolean; snapshot: boolean };
   offlineQueue: { maxMessages: number; maxBytes: number };
   discovery: { enabled: boolean; prefix: string };
@@ -248,7 +253,7 @@ function parseTask(value: unknown, path: string): TaskSchedule {
 
 function parseCamera(value: unknown, path: string): CameraConfig {
   const obj = object(value, path);
-  onlyKeys(obj, path, ["name", "source", "decoder", "tasks", "stall_timeout_s", "backoff", "max_frame_bytes"]);
+  onlyKeys(obj, path, ["name", "source", "decoder", "tasks", "stall_timeout_s", "backoff", "max_frame_bytes", "events", "zones"]);
   const name = str(obj, "name", path) ?? fail(`${path}.name`, "is required", "a short name: letters, digits, _ and -");
   if (!NAME.test(name)) fail(`${path}.name`, `${JSON.stringify(name)} is not a valid camera name`, "use 1-64 letters, digits, _ or - (it becomes an MQTT topic segment)");
   if (obj["source"] === undefined) fail(`${path}.source`, "is required", "e.g. source: rtsp://camera/stream");
@@ -260,11 +265,14 @@ function parseCamera(value: unknown, path: string): CameraConfig {
   const maxFrameBytes = num(obj, "max_frame_bytes", path, { min: 1024, max: 2 ** 31, int: true });
   const source = parseSource(obj["source"], `${path}.source`, name);
   checked(path, () => normalizeCommon({ ...source, camera: name, backoff, maxFrameBytes }));
+  const tasks = tasksValue.map((t, i) => parseTask(t, `${path}.tasks[${i}]`));
   return {
     name,
     source,
     decoder: oneOf(obj, "decoder", path, ["auto", "ffmpeg", "gstreamer"] as const, "auto"),
-    tasks: tasksValue.map((t, i) => parseTask(t, `${path}.tasks[${i}]`)),
+    tasks,
+    events: parseEvents(obj["events"], `${path}.events`, tasks.map((t) => t.task)),
+    zones: parseZones(obj["zones"], `${path}.zones`),
     stallTimeoutS: num(obj, "stall_timeout_s", path, { min: 1, max: 3600 }, 10)!,
     ...(backoff !== undefined ? { backoff } : {}),
     ...(maxFrameBytes !== undefined ? { maxFrameBytes } : {}),
@@ -337,7 +345,7 @@ function parseMqtt(value: unknown, env: Record<string, string | undefined>): Mqt
   const tls = object(obj["tls"], `${path}.tls`);
   onlyKeys(tls, `${path}.tls`, ["ca", "cert", "key", "reject_unauthorized"]);
   const q = object(obj["qos"], `${path}.qos`);
-  onlyKeys(q, `${path}.qos`, ["results", "snapshot", "status", "stats"]);
+  onlyKeys(q, `${path}.qos`, ["results", "snapshot", "status", "stats", "events"]);
   const r = object(obj["retain"], `${path}.retain`);
   onlyKeys(r, `${path}.retain`, ["results", "snapshot"]);
   const oq = object(obj["offline_queue"], `${path}.offline_queue`);
@@ -353,7 +361,7 @@ function parseMqtt(value: unknown, env: Record<string, string | undefined>): Mqt
     password: secret(obj, "password", path, env, "FLORENCE_EDGE_MQTT_PASSWORD"),
     tls: { ca: str(tls, "ca", `${path}.tls`), cert: str(tls, "cert", `${path}.tls`), key: str(tls, "key", `${path}.tls`), rejectUnauthorized: bool(tls, "reject_unauthorized", `${path}.tls`, true) },
     protocol,
-    qos: { results: qos(q, "results", `${path}.qos`, 0), snapshot: qos(q, "snapshot", `${path}.qos`, 0), status: qos(q, "status", `${path}.qos`, 1), stats: qos(q, "stats", `${path}.qos`, 0) },
+    qos: { results: qos(q, "results", `${path}.qos`, 0), snapshot: qos(q, "snapshot", `${path}.qos`, 0), status: qos(q, "status", `${path}.qos`, 1), stats: qos(q, "stats", `${path}.qos`, 0), events: qos(q, "events", `${path}.qos`, 1) },
     retain: { results: bool(r, "results", `${path}.retain`, false), snapshot: bool(r, "snapshot", `${path}.retain`, false) },
     offlineQueue: {
       maxMessages: num(oq, "max_messages", `${path}.offline_queue`, { min: 0, max: 1_000_000, int: true }, 1000)!,
@@ -411,6 +419,7 @@ export function buildServiceConfig(document: unknown, flags: ServeFlags, env: Re
     if (names.has(camera.name)) fail(`cameras[${i}].name`, `${JSON.stringify(camera.name)} is used twice`, "camera names must be unique");
     names.add(camera.name);
   }
+  checkZoneNames(cameras);
   // no camera list at all (an explicit `cameras: []` means none: an HTTP-only service)
   const demoCamera = camerasRaw === undefined || camerasRaw === null;
   const mqtt = parseMqtt(mqttRaw, env);

@@ -2,6 +2,7 @@
  * Moving scenes: shapes travel in straight lines, bounce off the image's edges or enter and leave through them;
  * words stay put. Each shape keeps its id for as long as it is in view; one that has left comes back later as a
  * new object with a new id. Shapes move in lanes of their own, so two boxes never come closer than the spec's gap.
+ * A lane's shape may be told to stop for a while (`stops`): a parked object, for the events' stationary test.
  */
 import type { WorldFont } from "./font.ts";
 import { boxArea, shapeBox } from "./geometry.ts";
@@ -20,6 +21,16 @@ export interface ClipOptions {
   words?: number;
   /** JPEG quality of every frame (default 90). */
   quality?: number;
+  /** true: every shape bounces off the side edges; false: every shape passes through them (default: each its own). */
+  bounce?: boolean;
+  /** Pauses: the shape in `lane` stands still from frame `from` for `frames` frames (parked, then moving on). */
+  stops?: readonly ClipStop[];
+}
+
+export interface ClipStop {
+  lane: number;
+  from: number;
+  frames: number;
 }
 
 export interface ClipShapeTruth {
@@ -69,7 +80,7 @@ export function sampleClip(font: WorldFont, options: ClipOptions): ClipFrame[] {
     const vx = enteringFrom === "left" ? speed : enteringFrom === "right" ? -speed : rng.chance(0.5) ? speed : -speed;
     return {
       shape: { id: nextId++, shape: rng.pick(SHAPE_NAMES), colour: rng.pick(COLOUR_NAMES), x, y: rng.uniform(laneTop, laneBottom - d), d },
-      vx, vy: rng.uniform(-0.3, 0.3) * speed, bounce: rng.chance(0.5), laneTop, laneBottom, away: 0,
+      vx, vy: rng.uniform(-0.3, 0.3) * speed, bounce: options.bounce ?? rng.chance(0.5), laneTop, laneBottom, away: 0,
     };
   };
   const movers = Array.from({ length: lanes }, (_, lane) => spawn(lane, "inside"));
@@ -96,7 +107,8 @@ export function sampleClip(font: WorldFont, options: ClipOptions): ClipFrame[] {
         if (--m.away === 0) movers[lane] = spawn(lane, rng.chance(0.5) ? "left" : "right");
         return;
       }
-      step(m, width);
+      // a stop draws no random numbers, so clips without stops stay as they were
+      if (!(options.stops ?? []).some((s) => s.lane === lane && index >= s.from && index < s.from + s.frames)) step(m, width);
       if (m.shape.x > width || m.shape.x + m.shape.d < 0) m.away = rng.int(3, 12);
     });
   }

@@ -9,13 +9,10 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { spawn, type ChildProcess } from "node:child_process";
-import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { connect as tcpConnect, createServer, type Server, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import process from "node:process";
 import { connect, type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
 import { OnnxRuntimeEngine } from "../../src/engine/onnxruntime/onnxruntime.ts";
 import { Florence2 } from "../../src/florence/florence2.ts";
@@ -29,6 +26,7 @@ import { MqttPublisher, reconnectDelayMs, type MqttPublisherOptions } from "../.
 import { publisherOptionsFromConfig } from "../../src/service/serve_options.ts";
 import type { Frame, ResultMessage, SourceStatus } from "../../src/service/types.ts";
 import { loadSchemas } from "../support/json_schema.ts";
+import { Mosquitto, MOSQUITTO_PATH } from "../support/mosquitto.ts";
 import { REFERENCE, TINY_MODEL, readReference } from "../support/paths.ts";
 
 const schemas = loadSchemas();
@@ -69,17 +67,6 @@ interface Ctx {
   defer(cleanup: () => unknown): void;
 }
 
-const liveProcesses = new Set<ChildProcess>();
-process.on("exit", () => {
-  for (const child of liveProcesses) {
-    try {
-      if (child.pid !== undefined) process.kill(child.pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
-});
-
 function within<T>(ms: number, what: string, body: () => Promise<T>): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
@@ -88,7 +75,7 @@ function within<T>(ms: number, what: string, body: () => Promise<T>): Promise<T>
   return Promise.race([body(), timeout]).finally(() => clearTimeout(timer));
 }
 
-const MOSQUITTO = findMosquitto();
+const MOSQUITTO = MOSQUITTO_PATH;
 if (!MOSQUITTO) {
   console.log("\n  SKIP: mosquitto not found on PATH or in /usr/sbin: the MQTT tests against a real mosquitto broker are skipped " +
     "(install it with `apt-get install mosquitto`, or set MOSQUITTO=/path/to/mosquitto)\n");
@@ -131,120 +118,6 @@ async function freePort(): Promise<number> {
   const port = (server.address() as { port: number }).port;
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
-}
-
-// ---- mosquitto ----
-
-function findMosquitto(): string | undefined {
-  const candidates = [process.env["MOSQUITTO"], ...(process.env["PATH"] ?? "").split(delimiter).map((d) => join(d, "mosquitto")), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"];
-  for (const candidate of candidates) {
-    if (!candidate) continue;
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
-class Mosquitto {
-  readonly port: number;
-  readonly url: string;
-  readonly #dir: string;
-  readonly #config: string;
-  #child: ChildProcess | undefined;
-  #exited: Promise<void> = Promise.resolve();
-  #running = false;
-  output = "";
-
-  constructor(port: number, options: { persistence?: boolean } = {}) {
-    this.port = port;
-    this.url = `mqtt://127.0.0.1:${port}`;
-    this.#dir = mkdtempSync(join(tmpdir(), "fe-mosquitto-"));
-    this.#config = join(this.#dir, "mosquitto.conf");
-    writeFileSync(this.#config, [
-      `listener ${port} 127.0.0.1`,
-      "allow_anonymous true",
-      // as root mosquitto would switch to the mosquitto user, who may not write the temp folder
-      "user root",
-      `persistence ${options.persistence ? "true" : "false"}`,
-      `persistence_location ${this.#dir}/`,
-      "log_dest stdout",
-      "",
-    ].join("\n"));
-  }
-
-  static async start(port: number, options: { persistence?: boolean } = {}): Promise<Mosquitto> {
-    const broker = new Mosquitto(port, options);
-    await broker.start();
-    return broker;
-  }
-
-  async start(): Promise<void> {
-    const child = spawn(MOSQUITTO!, ["-c", this.#config, "-v"], { stdio: ["ignore", "pipe", "pipe"] });
-    this.#child = child;
-    liveProcesses.add(child);
-    const keep = (chunk: Buffer) => {
-      this.output = (this.output + chunk.toString()).slice(-20_000);
-    };
-    child.stdout!.on("data", keep);
-    child.stderr!.on("data", keep);
-    this.#running = true;
-    this.#exited = new Promise<void>((resolve) =>
-      child.once("exit", () => {
-        this.#running = false;
-        liveProcesses.delete(child);
-        resolve();
-      })
-    );
-    const end = Date.now() + 5000;
-    for (;;) {
-      if (!this.#running) throw new Error(`mosquitto exited with ${child.exitCode}:\n${this.output}`);
-      const open = await new Promise<boolean>((resolve) => {
-        const socket = tcpConnect(this.port, "127.0.0.1");
-        socket.once("connect", () => {
-          socket.destroy();
-          resolve(true);
-        });
-        socket.once("error", () => resolve(false));
-      });
-      if (open) return;
-      if (Date.now() > end) throw new Error(`mosquitto did not listen on ${this.port}:\n${this.output}`);
-      await sleep(25);
-    }
-  }
-
-  // signals go by pid: Deno's child.kill() takes any signal, SIGSTOP included, for the process's death
-  #signal(signal: NodeJS.Signals): void {
-    if (this.#child?.pid !== undefined && this.#running) process.kill(this.#child.pid, signal);
-  }
-
-  async stop(): Promise<void> {
-    if (!this.#child || !this.#running) return;
-    this.#signal("SIGCONT");
-    this.#signal("SIGTERM");
-    const done = await Promise.race([this.#exited.then(() => true), sleep(3000).then(() => false)]);
-    if (!done) {
-      this.#signal("SIGKILL");
-      await this.#exited;
-    }
-    this.#child = undefined;
-  }
-
-  pause(): void {
-    this.#signal("SIGSTOP");
-  }
-
-  resume(): void {
-    this.#signal("SIGCONT");
-  }
-
-  async dispose(): Promise<void> {
-    await this.stop();
-    rmSync(this.#dir, { recursive: true, force: true });
-  }
 }
 
 // ---- a TCP proxy: lets a test cut the client's connection abruptly or keep the broker "down" ----

@@ -37,6 +37,20 @@ test("one line per result with latency and the camera's rate; JSON lines with --
   assert.equal(JSON.parse(json[0]!), message(1, "<CAPTION>", "x"));
 });
 
+test("one line per tracked object's event; the message itself with --log-format json", () => {
+  const lines: string[] = [];
+  const after = {
+    id: "1765123955.475377-mxklsc", camera: "door", label: "circle", score: 0.9, top_score: 0.9, box: [112.4, 80, 190, 158.6] as [number, number, number, number], area: 6084,
+    current_zones: ["porch"], entered_zones: ["porch"], start_time: 1765123955.475, end_time: null, frame_time: 1765123957, stationary: true, has_snapshot: true, description: "red circle",
+  };
+  const view = new ConsoleView({ write: (l) => lines.push(l) });
+  view.event({ type: "update", before: after, after });
+  assert.is(lines[0], 'door event update circle 1765123955.475377-mxklsc [112,80,190,159] in porch stationary "red circle"\n');
+  const json: string[] = [];
+  new ConsoleView({ write: (l) => json.push(l), json: true }).event({ type: "new", before: after, after });
+  assert.equal(JSON.parse(json[0]!).after.id, after.id);
+});
+
 test("text log lines carry the same fields, masked; auto is text on a terminal and JSON under journald or in a pipe", () => {
   const lines: string[] = [];
   const log = createLogger({ format: "text", write: (l) => lines.push(l), now: () => Date.parse("2026-12-07T12:04:05Z"), env: {} });
