@@ -95,6 +95,16 @@ export function frameImage(frame: Frame): RgbImage | Uint8Array {
   return frame.format === "rgb24" ? { width: frame.width, height: frame.height, data: frame.data } : frame.data;
 }
 
+/** One task on one image: a vision pass, the task, and the features released whatever happens. */
+export async function inferOnce(model: InferenceModel, image: RgbImage | Uint8Array, request: { task: string; text?: string | undefined }, generate: GenerateOptions): Promise<TaskResult> {
+  const vision = await model.encodeImage(image);
+  try {
+    return await model.runTask(vision, { task: request.task, text: request.text }, generate);
+  } finally {
+    model.release?.(vision);
+  }
+}
+
 export class CameraLoop {
   readonly #options: LoopOptions;
   readonly #lastRun = new Map<string, number>();
@@ -283,17 +293,12 @@ export class CameraLoop {
   }
 
   async #runBackground(job: BackgroundJob): Promise<void> {
-    const model = this.#options.model;
-    let vision: EncodedFrame | undefined;
     try {
-      vision = await model.encodeImage(job.image);
-      const result = await model.runTask(vision, { task: job.task, text: job.text }, this.#options.generate);
+      const result = await inferOnce(this.#options.model, job.image, job, this.#options.generate);
       this.backgroundRun++;
       job.done(result);
     } catch (error) {
       job.failed(error);
-    } finally {
-      if (vision) model.release?.(vision);
     }
   }
 
@@ -305,16 +310,11 @@ export class CameraLoop {
       return;
     }
     this.#lastFrame.set(camera.name, frame);
-    const model = this.#options.model;
-    let vision: EncodedFrame | undefined;
     try {
-      vision = await model.encodeImage(frameImage(frame));
-      const result = await model.runTask(vision, { task: request.task, text: request.text }, this.#options.generate);
+      const result = await inferOnce(this.#options.model, frameImage(frame), request, this.#options.generate);
       request.resolve(this.#message(camera.name, frame, result, request.text));
     } catch (error) {
       request.reject(error);
-    } finally {
-      if (vision) model.release?.(vision);
     }
   }
 

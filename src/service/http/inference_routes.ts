@@ -12,7 +12,7 @@ import type { GenerateOptions, TaskResult } from "../../florence/florence2.ts";
 import type { SnapshotOverlay } from "../../florence/image.ts";
 import { constructPrompt, isTaskToken, TASK_TOKENS, taskBySlug } from "../../florence/tasks.ts";
 import { describeAnswer } from "../console_view.ts";
-import type { InferenceModel } from "../loop.ts";
+import { type InferenceModel, inferOnce } from "../loop.ts";
 import { overlayFromResult } from "../overlay.ts";
 import type { RequestQueue } from "../scheduler.ts";
 import { badRequest, errorResponse, jsonResponse } from "./http_errors.ts";
@@ -75,14 +75,7 @@ function infer(deps: InferenceDeps, images: readonly InputImage[], request: { ta
       async (model) => {
         started = performance.now();
         const results: TaskResult[] = [];
-        for (const image of images) {
-          const vision = await model.encodeImage(image.bytes);
-          try {
-            results.push(await model.runTask(vision, request, generate));
-          } finally {
-            model.release?.(vision);
-          }
-        }
+        for (const image of images) results.push(await inferOnce(model, image.bytes, request, generate));
         return results;
       },
       signal,
