@@ -225,21 +225,22 @@ async function start(config: ServiceConfig, options: ServeOptions, cameras: read
   running.broker = broker;
 
   const slots = new Map(cameras.map((c) => [c.name, new LatestFrame(c.name)]));
-  // HTTP requests and MQTT `infer` commands wait here for their turns between the cameras' frames
-  const requests = new RequestQueue<InferenceModel>({
+  // HTTP requests and MQTT `infer` commands wait here for their turns between the cameras' frames; refusals are its drops
+  const requests: RequestQueue<InferenceModel> = new RequestQueue<InferenceModel>({
     capacity: config.http.queueSize,
     observer: {
-      rejected: (origin) => metrics.count("requests_rejected", "On-demand inference refused because the request queue was full, by origin.", { origin, reason: "queue_full" }),
-      depth: (depth, capacity) => metrics.queueDepth("requests", depth, capacity),
+      rejected: () => metrics.queueDepth("requests", requests.depth, requests.capacity, requests.counters().rejected),
+      depth: (depth, capacity) => metrics.queueDepth("requests", depth, capacity, requests.counters().rejected),
     },
   });
+  const generate = generateOptionsFromConfig(config);
   let publishResult: ReturnType<typeof resultPublisher> | undefined;
   let events: EventPublisher | undefined;
   const loop = (running.loop = new CameraLoop({
     model,
     requests,
     cameras: cameras.map((c) => ({ name: c.name, slot: slots.get(c.name)!, tasks: c.tasks.map((t) => ({ ...t })) })),
-    generate: generateOptionsFromConfig(config),
+    generate,
     waitForFrame: (signal) => waitForAnyFrame(slots.values(), signal),
     background: { maxQueued: DESCRIPTION_QUEUE },
     events: {
@@ -282,7 +283,7 @@ async function start(config: ServiceConfig, options: ServeOptions, cameras: read
     log.info("annotated snapshots", { dir: options.snapshotDir, files: cameras.flatMap((c) => c.tasks.filter((t) => t.snapshot).map((t) => snapshotFileName(c.name, t.task))) });
   }
   if (config.http.enabled) {
-    running.http = await startHttpFace({ config: config.http, queue: requests, cameras: cameras.map((c) => c.name), modelId: model.files.id, generate: generateOptionsFromConfig(config), metrics, tasksOf: (camera) => loop.tasksOf(camera), log });
+    running.http = await startHttpFace({ config: config.http, queue: requests, cameras: cameras.map((c) => c.name), modelId: model.files.id, generate, metrics, tasksOf: (camera) => loop.tasksOf(camera), log });
     log.info("http: the live view and the OpenAI- and NVIDIA-compatible APIs", { url: `${running.http.url}/`, access: config.http.token !== undefined ? "bearer token required" : "open to this machine only" });
     if (options.echo) process.stdout.write(`live view: ${running.http.url}/\n`);
   }

@@ -108,7 +108,7 @@ test("GET /api/events streams the camera's results as server-sent events", async
 });
 
 test("one bounded queue: a flood of requests gets 429 + Retry-After beyond it, counted, while the camera keeps publishing", async () => {
-  const rejectedBefore = await metric("florence_edge_requests_rejected_total", { origin: "http", reason: "queue_full" });
+  const rejectedBefore = await metric("florence_edge_queue_dropped_total", { queue: "requests" });
   const statuses: number[] = [];
   const retryAfter: string[] = [];
   const messages: string[] = [];
@@ -138,7 +138,7 @@ test("one bounded queue: a flood of requests gets 429 + Retry-After beyond it, c
   assert.ok(messages.every((m) => /the inference queue is full \(\d+ waiting\) — retry in \d+ s/.test(m)), messages[0]);
   // the camera delivers 2 fps; with fair turns it keeps at least one frame a second however many requests wait
   assert.ok(during >= floodMs / 1000, `the camera published ${during} results in ${floodMs / 1000} s of flood`);
-  const rejected = (await metric("florence_edge_requests_rejected_total", { origin: "http", reason: "queue_full" })) - rejectedBefore;
+  const rejected = (await metric("florence_edge_queue_dropped_total", { queue: "requests" })) - rejectedBefore;
   assert.is(rejected, refused, "every refusal is counted in the metrics");
   assert.ok((await metric("florence_edge_http_requests_total", { route: "/v1/chat/completions", code: "429" })) >= refused);
   assert.is(await metric("florence_edge_queue_capacity", { queue: "requests" }), QUEUE);

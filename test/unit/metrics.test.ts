@@ -251,17 +251,17 @@ test("labelled counters: created on first use, added to, exposed as _total; thei
   metrics.count("http_requests", "HTTP requests answered.", { route: "/v1/models", code: "200" });
   metrics.count("http_requests", "HTTP requests answered.", { route: "/v1/models", code: "200" });
   metrics.count("http_requests", "HTTP requests answered.", { route: "/healthz", code: "200" }, 5);
-  metrics.count("requests_rejected", "Refused.", { origin: "http" });
-  metrics.count("requests_rejected", "Refused.", { origin: "mqtt" });
-  metrics.count("requests_rejected", "Refused.", { origin: "other" });
-  metrics.count("requests_rejected", "Refused.", { origin: "a fourth" });
+  metrics.count("jobs_refused", "Refused.", { origin: "http" });
+  metrics.count("jobs_refused", "Refused.", { origin: "mqtt" });
+  metrics.count("jobs_refused", "Refused.", { origin: "other" });
+  metrics.count("jobs_refused", "Refused.", { origin: "a fourth" });
   const { types, samples } = parseExposition(metrics.prometheusText());
   assert.is(types.get("florence_edge_http_requests_total"), "counter");
   const value = (name: string, labels: Record<string, string>) => samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
   assert.is(value("florence_edge_http_requests_total", { route: "/v1/models" }), 2);
   assert.is(value("florence_edge_http_requests_total", { route: "/healthz" }), 5);
-  assert.is(value("florence_edge_requests_rejected_total", { origin: "other" }), 1);
-  assert.is(value("florence_edge_requests_rejected_total", { origin: "a fourth" }), undefined, "beyond maxSeries: counted as dropped");
+  assert.is(value("florence_edge_jobs_refused_total", { origin: "other" }), 1);
+  assert.is(value("florence_edge_jobs_refused_total", { origin: "a fourth" }), undefined, "beyond maxSeries: counted as dropped");
   assert.is(value("florence_edge_latency_series_dropped_total", {}), 1);
 });
 
