@@ -18,7 +18,8 @@ export type ErrorCode =
   | "ENGINE_INPUT_INVALID"
   | "DISPOSED"
   | "CONFIG_INVALID"
-  | "ASSET_MISSING";
+  | "ASSET_MISSING"
+  | "BUSY";
 
 export class FlorenceError extends Error {
   readonly code: ErrorCode;

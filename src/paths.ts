@@ -47,3 +47,8 @@ export function demoImage(): string {
 export function demoClip(): string {
   return join(packageRoot(), "assets", "shapes-clip.mkv");
 }
+
+/** The live view's page, script and style sheet (served as they are: no build step). */
+export function webDir(): string {
+  return join(packageRoot(), "web");
+}

@@ -18,6 +18,8 @@ const SERVE_FLAGS: Record<string, FlagSpec> = {
   precision: MODEL_FLAGS["precision"]!,
   backend: MODEL_FLAGS["backend"]!,
   "metrics-port": { kind: "int", min: 0, max: 65535, help: "serve Prometheus /metrics on this port (127.0.0.1)" },
+  "http-port": { kind: "int", min: 0, max: 65535, help: "serve the live view and the OpenAI/NVIDIA-compatible APIs on this port (default: on at 8080 with embedded defaults, else off)" },
+  "http-host": { kind: "string", help: "address for --http-port (default 127.0.0.1; any other needs http.token_file or FLORENCE_EDGE_HTTP_TOKEN)" },
   "log-level": { kind: "string", choices: ["debug", "info", "warn", "error"], help: "log level (default info)" },
   "log-format": { kind: "string", choices: ["auto", "json", "text"], help: "log lines as JSON (journald, log shippers) or text for people; auto (default): text on a terminal, JSON elsewhere" },
   "snapshot-dir": { kind: "string", help: "write each camera's latest annotated snapshot here (<camera>-<task>.jpg); default with embedded defaults: the system temp folder" },
@@ -44,12 +46,14 @@ async function run(argv: readonly string[]): Promise<number> {
       ...(flags["precision"] !== undefined ? { precision: flags["precision"] as string } : {}),
       ...(flags["backend"] !== undefined ? { backend: flags["backend"] as string } : {}),
       ...(flags["metrics-port"] !== undefined ? { metricsPort: flags["metrics-port"] as number } : {}),
+      ...(flags["http-port"] !== undefined ? { httpPort: flags["http-port"] as number } : {}),
+      ...(flags["http-host"] !== undefined ? { httpHost: flags["http-host"] as string } : {}),
       ...(flags["log-level"] !== undefined ? { logLevel: flags["log-level"] as string } : {}),
       ...(flags["log-format"] !== undefined ? { logFormat: flags["log-format"] as string } : {}),
     },
     env,
   );
-  const embedded = config.cameras.length === 0 && config.mqtt.url === undefined;
+  const embedded = config.demoCamera && config.mqtt.url === undefined;
   return serve(config, {
     env: readEnvironment(env),
     echo: flags["echo"] === true || (embedded && flags["echo"] !== false),

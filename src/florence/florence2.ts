@@ -67,6 +67,8 @@ export interface TaskResult {
   text: string;
   /** The whole sequence as HF generate returns it (starting with decoder_start_token_id). */
   generated_ids: number[];
+  /** Tokens the encoder read: the image's feature rows and the prompt's ids. */
+  prompt_tokens: number;
   /** `{ [task]: … }` in the shape of HF post_process_generation (or the NVIDIA shape on request). */
   result: Record<string, unknown>;
   image_size: { width: number; height: number };
@@ -305,6 +307,7 @@ export class Florence2 {
         text_input: request.text,
         text,
         generated_ids: ids,
+        prompt_tokens: sequence,
         result,
         image_size: v.imageSize,
         timings_ms: {

@@ -159,27 +159,12 @@ export async function decodeImage(input: Uint8Array | string, options: DecodeOpt
       fix: "pass a file path string or the file's bytes",
     });
   }
-  if (typeof input !== "string" && input.length === 0) throw unreadable(input, "it is empty (0 bytes)");
   const source = input;
-
-  // Camera frames and most files are baseline/progressive 8-bit JPEGs: their header says all libvips' metadata()
-  // would, read here without a round trip through sharp's thread pool (which costs milliseconds on a busy machine).
-  let metadata: Pick<Metadata, "width" | "height" | "space" | "depth"> | undefined = jpegHeader(input);
-  if (!metadata) {
-    try {
-      metadata = await sharp(source, { failOn: FAIL_ON, limitInputPixels: false, pages: 1 }).metadata();
-    } catch (error) {
-      throw unreadable(input, errorText(error), error);
-    }
-  }
-  const width = metadata.width;
-  const height = metadata.height;
-  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
-    throw unreadable(input, `its header gives no valid size (${String(width)}x${String(height)})`);
-  }
+  const metadata = await probeImage(input);
+  const { width, height } = metadata;
   if (width * height > maxPixels) throw tooLarge(input, width, height, maxPixels);
 
-  const space = String(metadata.space ?? "srgb");
+  const space = metadata.space;
   const keepSamples = RAW_SPACES.has(space);
   const sixteenBit = keepSamples && metadata.depth === "ushort";
   let pipeline = sharp(source, {
@@ -219,6 +204,44 @@ export async function decodeImage(input: Uint8Array | string, options: DecodeOpt
     height: info.height,
     data: toRgb(samples, keepSamples ? space : "srgb", info.channels, info.width, info.height),
   };
+}
+
+/** What an image's header says, read without decoding its pixels. */
+export interface ImageHeader {
+  width: number;
+  height: number;
+  /** jpeg, png, webp, gif, tiff … as libvips names it. */
+  format: string;
+  space: string;
+  depth: string | undefined;
+}
+
+/**
+ * An image's size and kind from its header, without decoding it (so a decompression bomb costs nothing to refuse).
+ * Throws IMAGE_UNREADABLE for anything that is not a readable image.
+ */
+export async function probeImage(input: Uint8Array | string): Promise<ImageHeader> {
+  if (typeof input !== "string" && input.length === 0) throw unreadable(input, "it is empty (0 bytes)");
+  // Camera frames and most files are baseline/progressive 8-bit JPEGs: their header says all libvips' metadata()
+  // would, read here without a round trip through sharp's thread pool (which costs milliseconds on a busy machine).
+  const jpeg = jpegHeader(input);
+  let header: ImageHeader;
+  if (jpeg) {
+    header = { ...jpeg, format: "jpeg" };
+  } else {
+    let metadata: Metadata;
+    try {
+      metadata = await sharp(input, { failOn: FAIL_ON, limitInputPixels: false, pages: 1 }).metadata();
+    } catch (error) {
+      throw unreadable(input, errorText(error), error);
+    }
+    header = { width: metadata.width, height: metadata.height, format: String(metadata.format), space: String(metadata.space ?? "srgb"), depth: metadata.depth };
+  }
+  const { width, height } = header;
+  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
+    throw unreadable(input, `its header gives no valid size (${String(width)}x${String(height)})`);
+  }
+  return header;
 }
 
 /** Bytes read from the start of a file to find a JPEG's frame header (EXIF and ICC segments come before it). */
@@ -319,6 +342,8 @@ export interface SnapshotOptions {
   quality?: number;
   /** Downscale wider images to this width (the overlay is scaled with them); default: keep the size. */
   maxWidth?: number;
+  /** "jpeg" (default) or "png" (lossless; `quality` is ignored). */
+  format?: "jpeg" | "png";
 }
 
 /** Shapes drawn at most, so a runaway result cannot make a huge SVG. */
@@ -482,18 +507,7 @@ export async function renderSnapshot(image: RgbImage | Uint8Array, overlay: Snap
   let width: number;
   let height: number;
   if (image instanceof Uint8Array) {
-    if (image.length === 0) throw unreadable(image, "it is empty (0 bytes)");
-    let metadata: Metadata;
-    try {
-      metadata = await sharp(image, { failOn: FAIL_ON, limitInputPixels: false, pages: 1 }).metadata();
-    } catch (error) {
-      throw unreadable(image, errorText(error), error);
-    }
-    width = metadata.width;
-    height = metadata.height;
-    if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
-      throw unreadable(image, `its header gives no valid size (${String(width)}x${String(height)})`);
-    }
+    ({ width, height } = await probeImage(image));
     if (width * height > DEFAULT_MAX_PIXELS) throw tooLarge(image, width, height, DEFAULT_MAX_PIXELS);
     pipeline = sharp(image, { failOn: FAIL_ON, limitInputPixels: DEFAULT_MAX_PIXELS, pages: 1, autoOrient: false });
   } else {
@@ -526,8 +540,9 @@ export async function renderSnapshot(image: RgbImage | Uint8Array, overlay: Snap
   const svg = overlaySvg(overlay, outWidth, outHeight, scale);
   if (svg !== undefined) pipeline = pipeline.composite([{ input: Buffer.from(svg, "utf8"), top: 0, left: 0 }]);
   try {
-    const jpeg = await pipeline.toColourspace("srgb").jpeg({ quality, chromaSubsampling: "4:2:0" }).toBuffer();
-    return new Uint8Array(jpeg.buffer, jpeg.byteOffset, jpeg.length);
+    const srgb = pipeline.toColourspace("srgb");
+    const encoded = await (options.format === "png" ? srgb.png() : srgb.jpeg({ quality, chromaSubsampling: "4:2:0" })).toBuffer();
+    return new Uint8Array(encoded.buffer, encoded.byteOffset, encoded.length);
   } catch (error) {
     if (image instanceof Uint8Array) throw unreadable(image, errorText(error), error);
     throw new FlorenceError("ENGINE_FAILED", `renderSnapshot: encoding the snapshot failed: ${errorText(error)}`, { cause: error });

@@ -1,18 +1,20 @@
 /**
  * The camera loop: newest frame per camera → one vision pass → the tasks due on it → results out.
- * Inference runs one frame at a time (one model, one accelerator), round-robin over cameras with a fresh frame, so
- * a slow camera never starves the others and inference never falls behind real time (older frames are dropped and
- * counted by the per-camera slot). One bad frame, command or task is counted and logged; the loop goes on.
+ * Inference runs one unit of work at a time (one model, one accelerator), in fair turns: each camera with a fresh
+ * frame, then one job of the request queue (scheduler.ts: HTTP requests, MQTT `infer` commands), round robin. So a
+ * slow camera never starves the others, requests cannot starve the cameras (nor the cameras the requests), and
+ * inference never falls behind real time (older frames are dropped and counted by the per-camera slot). One bad
+ * frame, command, request or task is counted and logged; the loop goes on.
  *
- * Three kinds of work, by priority: one-off requests (MQTT `infer`), the cameras' frames, and background jobs (the
- * events' descriptions). Background jobs run when no frame waits, and while frames keep coming they may take at most
- * `background.share` of the inference time (a credit earned by each frame's time), so detection keeps its rate; their
- * queue is bounded and a job that does not fit is dropped and counted.
+ * Background jobs (the events' descriptions) come last: they run when no frame and no request waits, and while frames
+ * keep coming they may take at most `background.share` of the inference time (a credit earned by each frame's time),
+ * so detection keeps its rate; their queue is bounded and a job that does not fit is dropped and counted.
  */
 import { performance } from "node:perf_hooks";
 import { FlorenceError } from "../errors.ts";
 import type { GenerateOptions, TaskResult, VisionFeatures } from "../florence/florence2.ts";
 import type { RgbImage } from "../florence/image.ts";
+import { RequestQueue } from "./scheduler.ts";
 import type { TaskSchedule } from "./service_config.ts";
 import type { Frame, ResultMessage } from "./types.ts";
 
@@ -80,38 +82,61 @@ export interface LoopOptions {
   generate: GenerateOptions;
   /** Wakes the loop when any camera has a new frame; resolves at once if one is pending. */
   waitForFrame(signal: AbortSignal): Promise<void>;
-  /** One-off requests waiting (bounded by the caller); the loop takes them before scheduled work. */
+  /** The queue of on-demand work that takes turns with the cameras; default: one of `maxPendingRequests` (8). */
+  requests?: RequestQueue<InferenceModel>;
   maxPendingRequests?: number;
   /** Background jobs: at most `maxQueued` waiting (default 16), at most `share` of the inference time while frames wait (default 0.2). */
   background?: { maxQueued?: number; share?: number };
   now?: () => number;
 }
 
-/** A frame as the model (and the snapshot renderer) take it: raw RGB, or the encoded bytes. */
+/** A frame as the model (and renderSnapshot) take it: raw RGB, or the encoded file's bytes. */
 export function frameImage(frame: Frame): RgbImage | Uint8Array {
   return frame.format === "rgb24" ? { width: frame.width, height: frame.height, data: frame.data } : frame.data;
+}
+
+/** One task on one image: a vision pass, the task, and the features released whatever happens. */
+export async function inferOnce(model: InferenceModel, image: RgbImage | Uint8Array, request: { task: string; text?: string | undefined }, generate: GenerateOptions): Promise<TaskResult> {
+  const vision = await model.encodeImage(image);
+  try {
+    return await model.runTask(vision, { task: request.task, text: request.text }, generate);
+  } finally {
+    model.release?.(vision);
+  }
 }
 
 export class CameraLoop {
   readonly #options: LoopOptions;
   readonly #lastRun = new Map<string, number>();
   readonly #lastFrame = new Map<string, Frame>();
-  readonly #pending: OneOffRequest[] = [];
+  readonly #requests: RequestQueue<InferenceModel>;
   readonly #background: BackgroundJob[] = [];
   /** Milliseconds of inference background jobs may still take while frames wait. */
   #backgroundCredit = 0;
+  /** Whose turn it is: cameras[0..n-1], then n for the request queue. */
   #cursor = 0;
   #abort = new AbortController();
   #running: Promise<void> | undefined;
   /** Frames fully processed: the watchdog's progress counter. */
   processedFrames = 0;
-  rejectedRequests = 0;
   /** Background jobs run, and dropped because the queue was full. */
   backgroundRun = 0;
   backgroundDropped = 0;
 
   constructor(options: LoopOptions) {
     this.#options = options;
+    this.#requests = options.requests ?? new RequestQueue({ capacity: options.maxPendingRequests ?? 8 });
+    this.#requests.onWork = () => this.#wake?.();
+  }
+
+  /** Jobs of the request queue run so far: progress for the watchdog beside processedFrames. */
+  get servedRequests(): number {
+    return this.#requests.counters().served;
+  }
+
+  /** True when the request queue has work waiting. */
+  get requestsWaiting(): boolean {
+    return this.#requests.depth > 0;
   }
 
   #now(): number {
@@ -130,17 +155,9 @@ export class CameraLoop {
     return this.#options.cameras.find((c) => c.name === camera)?.tasks;
   }
 
-  /** Queues a one-off inference on the camera's newest frame; refused when too many are waiting. */
+  /** Queues a one-off inference on the camera's newest frame; refused with BUSY when the request queue is full. */
   request(request: Omit<OneOffRequest, "resolve" | "reject">): Promise<ResultMessage> {
-    return new Promise((resolve, reject) => {
-      if (this.#pending.length >= (this.#options.maxPendingRequests ?? 8)) {
-        this.rejectedRequests++;
-        reject(new FlorenceError("INVALID_ARGUMENT", `too many inference requests waiting (${this.#pending.length})`, { fix: "retry later" }));
-        return;
-      }
-      this.#pending.push({ ...request, resolve, reject });
-      this.#wake?.();
-    });
+    return this.#requests.submit("mqtt", () => new Promise<ResultMessage>((resolve, reject) => void this.#serveRequest({ ...request, resolve, reject })));
   }
 
   /** Queues a background job; false (counted in `backgroundDropped`) when the queue is full or the loop stopped. */
@@ -173,7 +190,7 @@ export class CameraLoop {
     this.#wake?.();
     await this.#running;
     this.#running = undefined;
-    for (const request of this.#pending.splice(0)) request.reject(new FlorenceError("ENGINE_UNAVAILABLE", "the service is stopping"));
+    this.#requests.rejectAll(new FlorenceError("ENGINE_UNAVAILABLE", "the service is stopping", { fix: "retry once it is back" }));
     for (const job of this.#background.splice(0)) job.failed(new FlorenceError("ENGINE_UNAVAILABLE", "the service is stopping"));
   }
 
@@ -189,38 +206,47 @@ export class CameraLoop {
     });
   }
 
+  /** One turn: the first lane from the cursor with work (a camera with a due frame, or the request queue) runs. */
+  async #turn(signal: AbortSignal): Promise<boolean> {
+    const cameras = this.#options.cameras;
+    const lanes = cameras.length + 1;
+    for (let i = 0; i < lanes && !signal.aborted; i++) {
+      const lane = (this.#cursor + i) % lanes;
+      if (lane === cameras.length) {
+        const job = this.#requests.take();
+        if (!job) continue;
+        this.#cursor = (lane + 1) % lanes;
+        await job.run(this.#options.model);
+        return true;
+      }
+      const camera = cameras[lane]!;
+      const due = this.#dueTasks(camera, this.#now());
+      if (due.length === 0) continue;
+      const frame = camera.slot.take();
+      if (!frame) continue;
+      this.#lastFrame.set(camera.name, frame);
+      this.#cursor = (lane + 1) % lanes;
+      const started = performance.now();
+      await this.#process(camera, frame, due);
+      const share = this.#options.background?.share ?? 0.2;
+      // earned only while jobs wait, and at most a few seconds' worth: idle credit must not starve frames later
+      if (this.#background.length > 0) this.#backgroundCredit = Math.min(5000, this.#backgroundCredit + ((performance.now() - started) * share) / (1 - share));
+      return true;
+    }
+    return false;
+  }
+
   async #run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
-      const request = this.#pending.shift();
-      if (request) {
-        await this.#serveRequest(request);
-        continue;
-      }
-      if (this.#background.length > 0 && (this.#backgroundCredit > 0 || !this.#framesWaiting(this.#now()))) {
+      // a background job: on its credit, or when neither a frame nor a request waits
+      if (this.#background.length > 0 && (this.#backgroundCredit > 0 || (this.#requests.depth === 0 && !this.#framesWaiting(this.#now())))) {
         const started = performance.now();
         await this.#runBackground(this.#background.shift()!);
         this.#backgroundCredit -= performance.now() - started;
         continue;
       }
-      const cameras = this.#options.cameras;
-      let worked = false;
-      for (let i = 0; i < cameras.length && !signal.aborted; i++) {
-        const camera = cameras[(this.#cursor + i) % cameras.length]!;
-        const due = this.#dueTasks(camera, this.#now());
-        if (due.length === 0) continue;
-        const frame = camera.slot.take();
-        if (!frame) continue;
-        this.#lastFrame.set(camera.name, frame);
-        this.#cursor = (this.#cursor + i + 1) % cameras.length;
-        const started = performance.now();
-        await this.#process(camera, frame, due);
-        const share = this.#options.background?.share ?? 0.2;
-        // earned only while jobs wait, and at most a few seconds' worth: idle credit must not starve frames later
-        if (this.#background.length > 0) this.#backgroundCredit = Math.min(5000, this.#backgroundCredit + ((performance.now() - started) * share) / (1 - share));
-        worked = true;
-        break;
-      }
-      if (!worked && !signal.aborted && this.#pending.length === 0 && this.#background.length === 0) {
+      const worked = await this.#turn(signal);
+      if (!worked && !signal.aborted && this.#requests.depth === 0 && this.#background.length === 0) {
         const wake = new AbortController();
         const onAbort = () => wake.abort();
         signal.addEventListener("abort", onAbort, { once: true });
@@ -267,17 +293,12 @@ export class CameraLoop {
   }
 
   async #runBackground(job: BackgroundJob): Promise<void> {
-    const model = this.#options.model;
-    let vision: EncodedFrame | undefined;
     try {
-      vision = await model.encodeImage(job.image);
-      const result = await model.runTask(vision, { task: job.task, text: job.text }, this.#options.generate);
+      const result = await inferOnce(this.#options.model, job.image, job, this.#options.generate);
       this.backgroundRun++;
       job.done(result);
     } catch (error) {
       job.failed(error);
-    } finally {
-      if (vision) model.release?.(vision);
     }
   }
 
@@ -289,16 +310,11 @@ export class CameraLoop {
       return;
     }
     this.#lastFrame.set(camera.name, frame);
-    const model = this.#options.model;
-    let vision: EncodedFrame | undefined;
     try {
-      vision = await model.encodeImage(frameImage(frame));
-      const result = await model.runTask(vision, { task: request.task, text: request.text }, this.#options.generate);
+      const result = await inferOnce(this.#options.model, frameImage(frame), request, this.#options.generate);
       request.resolve(this.#message(camera.name, frame, result, request.text));
     } catch (error) {
       request.reject(error);
-    } finally {
-      if (vision) model.release?.(vision);
     }
   }
 

@@ -199,6 +199,8 @@ export class ServiceMetrics {
   readonly #queues = new Map<string, { depth: number; maxDepth: number; capacity: number | undefined; dropped: number | undefined }>();
   readonly #published = new Map<string, number>();
   readonly #publishFailed = new Map<string, number>();
+  /** Labelled counters by family name: HTTP requests by route and status, refused jobs by origin … */
+  readonly #counters = new Map<string, { help: string; values: Map<string, [Record<string, string>, number]> }>();
   readonly #scratch: Float64Array;
   #series = 0;
   #seriesDropped = 0;
@@ -322,6 +324,17 @@ export class ServiceMetrics {
     if (ok) this.#bytesPublished += bytes;
   }
 
+  /** Adds to a labelled counter (`florence_edge_<name>_total`), created on first use with its HELP text. */
+  count(name: string, help: string, labels: Record<string, string>, by = 1): void {
+    let family = this.#counters.get(name);
+    if (!family) this.#counters.set(name, (family = { help, values: new Map() }));
+    const key = JSON.stringify(labels);
+    const entry = family.values.get(key);
+    if (entry) entry[1] += by;
+    else if (family.values.size < this.#maxSeries) family.values.set(key, [labels, by]);
+    else this.#seriesDropped++;
+  }
+
   snapshot(): StatsSnapshot {
     const now = this.#now();
     const cameras: Record<string, CameraSnapshot> = {};
@@ -426,6 +439,8 @@ export class ServiceMetrics {
     out.family("florence_edge_mqtt_messages_published_total", "counter", "MQTT messages handed to the client, by kind.", [...this.#published].map(([kind, n]) => [{ kind }, n]));
     out.family("florence_edge_mqtt_publish_failures_total", "counter", "MQTT messages that could not be published, by kind.", [...this.#publishFailed].map(([kind, n]) => [{ kind }, n]));
     out.family("florence_edge_mqtt_published_bytes_total", "counter", "Payload bytes of the MQTT messages published.", [[{}, this.#bytesPublished]]);
+
+    for (const [name, family] of this.#counters) out.family(`florence_edge_${name}_total`, "counter", family.help, [...family.values.values()]);
 
     const memory = process.memoryUsage();
     out.family("florence_edge_resident_memory_bytes", "gauge", "Resident set size of the service process.", [[{}, memory.rss]]);

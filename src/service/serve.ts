@@ -24,6 +24,8 @@ import { LatestFrame, waitForAnyFrame } from "./latest.ts";
 import { ConsoleView } from "./console_view.ts";
 import { createLogger, type Logger, resolveLogFormat } from "./log.ts";
 import { CameraLoop, frameImage, type InferenceModel } from "./loop.ts";
+import { type HttpFace, startHttpFace } from "./http/http_face.ts";
+import { RequestQueue } from "./scheduler.ts";
 import { type MetricsServer, ServiceMetrics, startMetricsServer } from "./metrics.ts";
 import { MqttPublisher } from "./mqtt.ts";
 import { overlayFromResult } from "./overlay.ts";
@@ -135,6 +137,7 @@ interface Running {
   broker?: EmbeddedBroker;
   publisher?: MqttPublisher;
   metricsServer?: MetricsServer;
+  http?: HttpFace;
   sources: FrameSource[];
   loop?: CameraLoop;
   events?: EventPublisher;
@@ -148,6 +151,7 @@ async function stopRunning(running: Running, log: Logger): Promise<void> {
   if (running.statsTimer) clearInterval(running.statsTimer);
   if (running.eventsTimer) clearInterval(running.eventsTimer);
   running.feeder?.stop();
+  await running.http?.close().catch((e) => log.warn("http stop failed", { error: String(e) }));
   await Promise.allSettled(running.sources.map((s) => s.stop()));
   await running.loop?.stop(); // finishes the inference in flight
   running.events?.finish(); // every object's end, counts back to 0, before MQTT flushes
@@ -159,12 +163,13 @@ async function stopRunning(running: Running, log: Logger): Promise<void> {
 }
 
 /** Publishes one result, and its snapshot when the schedule asks for one. */
-function resultPublisher(publisher: MqttPublisher, metrics: ServiceMetrics, log: Logger, view: ConsoleView | undefined, snapshotDir: string | undefined) {
+function resultPublisher(publisher: MqttPublisher, metrics: ServiceMetrics, log: Logger, view: ConsoleView | undefined, snapshotDir: string | undefined, http: () => HttpFace | undefined) {
   return async (message: ResultMessage, frame: Frame, taskResult: TaskResult, schedule: TaskSchedule): Promise<void> => {
     message.latency_ms.capture_to_publish = Math.round((performance.now() - frame.capturedMono) * 100) / 100;
     const ok = publisher.publishResult(message);
     metrics.published("result", 0, ok);
     view?.result(message);
+    http()?.live.result(message, frame);
     if (!schedule.snapshot) return;
     try {
       const jpeg = await renderSnapshot(frameImage(frame), overlayFromResult(taskResult.result, { task: taskResult.task }), { quality: 80, maxWidth: 1280 });
@@ -189,7 +194,7 @@ async function writeSnapshotFile(dir: string, camera: string, task: string, jpeg
 }
 
 /** Starts every camera's source: frames into its slot, status changes to MQTT, metrics and the log. */
-function startSources(cameras: readonly CameraConfig[], slots: ReadonlyMap<string, LatestFrame>, publisher: MqttPublisher, metrics: ServiceMetrics, log: Logger): FrameSource[] {
+function startSources(cameras: readonly CameraConfig[], slots: ReadonlyMap<string, LatestFrame>, publisher: MqttPublisher, metrics: ServiceMetrics, log: Logger, http: HttpFace | undefined): FrameSource[] {
   return cameras.map((camera) => {
     const slot = slots.get(camera.name)!;
     const source = createSource(sourceOptionsFromConfig(camera, slot));
@@ -202,6 +207,7 @@ function startSources(cameras: readonly CameraConfig[], slots: ReadonlyMap<strin
       (status) => {
         metrics.sourceStatus(status);
         publisher.publishStatus(status);
+        http?.live.status(status);
         const level = status.state === "failed" || status.state === "stalled" ? "warn" : "info";
         log.log(level, `camera ${status.camera} ${status.state}`, { camera: status.camera, reason: status.reason, restarts: status.restarts });
       },
@@ -219,12 +225,22 @@ async function start(config: ServiceConfig, options: ServeOptions, cameras: read
   running.broker = broker;
 
   const slots = new Map(cameras.map((c) => [c.name, new LatestFrame(c.name)]));
+  // HTTP requests and MQTT `infer` commands wait here for their turns between the cameras' frames; refusals are its drops
+  const requests: RequestQueue<InferenceModel> = new RequestQueue<InferenceModel>({
+    capacity: config.http.queueSize,
+    observer: {
+      rejected: () => metrics.queueDepth("requests", requests.depth, requests.capacity, requests.counters().rejected),
+      depth: (depth, capacity) => metrics.queueDepth("requests", depth, capacity, requests.counters().rejected),
+    },
+  });
+  const generate = generateOptionsFromConfig(config);
   let publishResult: ReturnType<typeof resultPublisher> | undefined;
   let events: EventPublisher | undefined;
   const loop = (running.loop = new CameraLoop({
     model,
+    requests,
     cameras: cameras.map((c) => ({ name: c.name, slot: slots.get(c.name)!, tasks: c.tasks.map((t) => ({ ...t })) })),
-    generate: generateOptionsFromConfig(config),
+    generate,
     waitForFrame: (signal) => waitForAnyFrame(slots.values(), signal),
     background: { maxQueued: DESCRIPTION_QUEUE },
     events: {
@@ -266,13 +282,18 @@ async function start(config: ServiceConfig, options: ServeOptions, cameras: read
     await mkdir(options.snapshotDir, { recursive: true });
     log.info("annotated snapshots", { dir: options.snapshotDir, files: cameras.flatMap((c) => c.tasks.filter((t) => t.snapshot).map((t) => snapshotFileName(c.name, t.task))) });
   }
-  publishResult = resultPublisher(publisher, metrics, log, view, options.snapshotDir);
+  if (config.http.enabled) {
+    running.http = await startHttpFace({ config: config.http, queue: requests, cameras: cameras.map((c) => c.name), modelId: model.files.id, generate, metrics, tasksOf: (camera) => loop.tasksOf(camera), log });
+    log.info("http: the live view and the OpenAI- and NVIDIA-compatible APIs", { url: `${running.http.url}/`, access: config.http.token !== undefined ? "bearer token required" : "open to this machine only" });
+    if (options.echo) process.stdout.write(`live view: ${running.http.url}/\n`);
+  }
+  publishResult = resultPublisher(publisher, metrics, log, view, options.snapshotDir, () => running.http);
   events = running.events = new EventPublisher({ cameras, sink: publisher, background: (job) => loop.enqueueBackground(job), metrics, log, ...(view ? { onEvent: (event) => view.event(event) } : {}) });
   if (events.cameras.length > 0) log.info("events", { cameras: events.cameras, topic: `${config.mqtt.topicPrefix}/events` });
   events.start();
   running.eventsTimer = setInterval(() => events!.tick(Date.now()), 1000);
   publisher.start();
-  running.sources.push(...startSources(cameras, slots, publisher, metrics, log));
+  running.sources.push(...startSources(cameras, slots, publisher, metrics, log, running.http));
   loop.start();
 
   running.statsTimer = setInterval(() => {
@@ -286,17 +307,17 @@ async function start(config: ServiceConfig, options: ServeOptions, cameras: read
     running.metricsServer = await startMetricsServer(metrics, { host: config.metrics.host, port: config.metrics.port });
     log.info("metrics", { url: running.metricsServer.url });
   }
-  running.feeder = new WatchdogFeeder({ notifier, progress: () => loop.processedFrames, idle: () => ![...slots.values()].some((s) => s.pending) });
+  running.feeder = new WatchdogFeeder({ notifier, progress: () => loop.processedFrames + loop.servedRequests, idle: () => ![...slots.values()].some((s) => s.pending) && !loop.requestsWaiting });
   running.feeder.start();
   notifier.ready(`serving ${cameras.length} camera(s) with ${model.files.id}`);
-  log.info("ready", { cameras: cameras.map((c) => c.name), mqtt: maskUrl(url), prefix: config.mqtt.topicPrefix, embedded: config.cameras.length === 0 });
+  log.info("ready", { cameras: cameras.map((c) => c.name), mqtt: maskUrl(url), prefix: config.mqtt.topicPrefix, embedded: config.demoCamera });
 }
 
 /** Runs the service until a signal (or `durationS`); resolves with the exit code. */
 export async function serve(config: ServiceConfig, options: ServeOptions): Promise<number> {
   const log = options.log ?? createLogger({ level: config.log.level, format: resolveLogFormat(config.log.format) });
   const notifier = createNotifier({ log });
-  const cameras = config.cameras.length > 0 ? config.cameras : [embeddedCamera()];
+  const cameras = config.cameras.length > 0 ? config.cameras : config.demoCamera ? [embeddedCamera()] : [];
   const running: Running = { sources: [], cleanups: [] };
   let stopping: Promise<number> | undefined;
   let resolveDone!: (code: number) => void;

@@ -4,6 +4,7 @@
  * and how to fix it. Unknown keys are errors too (a typo must not be silently ignored).
  */
 import { readFileSync, statSync } from "node:fs";
+import { isIPv4 } from "node:net";
 import { parse as parseYaml } from "yaml";
 import { FlorenceError } from "../errors.ts";
 import { checkOnlyKeys, isRecord, readBoolean, readChoice, readMapping, readNumber, readString, reject, type NumberRange, type Where } from "../validate.ts";
@@ -55,6 +56,31 @@ export interface MqttConfig {
   discovery: { enabled: boolean; prefix: string };
 }
 
+/** The HTTP face (src/service/http/): OpenAI- and NVIDIA-compatible endpoints, the live view, the APIs. */
+export interface HttpConfig {
+  enabled: boolean;
+  host: string;
+  port: number;
+  /** The demo's port may be taken by something else: then any free port (npm start), else a clear error. */
+  anyPortIfBusy: boolean;
+  /** Bearer token every API call must carry; required when `host` is not a loopback address. */
+  token: string | undefined;
+  maxBodyBytes: number;
+  /** Largest image accepted, in pixels, read from its header before decoding. */
+  maxPixels: number;
+  maxImages: number;
+  /** Requests waiting for the model at most (one queue with the MQTT `infer` commands); beyond it: 429. */
+  queueSize: number;
+  /** A request must arrive whole within this (slow or stalled clients are cut off). */
+  requestTimeoutS: number;
+  /** The task of a chat request whose text names none. */
+  defaultTask: string;
+  /** Fetch http(s) image URLs of chat requests (off: data URLs only). */
+  remoteImages: boolean;
+  /** …also from loopback, private and link-local addresses. */
+  privateAddresses: boolean;
+}
+
 export interface ServiceConfig {
   model: {
     path: string | undefined;
@@ -72,6 +98,9 @@ export interface ServiceConfig {
   postprocess: { coordinates: "float" | "int"; scores: boolean };
   mqtt: MqttConfig;
   cameras: CameraConfig[];
+  /** No camera is configured (no `cameras` list, no --source): the service plays the bundled demo clip. */
+  demoCamera: boolean;
+  http: HttpConfig;
   statsIntervalS: number;
   metrics: { port: number | undefined; host: string };
   log: { level: "debug" | "info" | "warn" | "error"; format: "auto" | "json" | "text" };
@@ -91,6 +120,9 @@ export interface ServeFlags {
   text?: string;
   interval?: number;
   metricsPort?: number;
+  /** Turns the HTTP face on at this port. */
+  httpPort?: number;
+  httpHost?: string;
   logLevel?: string;
   logFormat?: string;
   precision?: string;
@@ -261,6 +293,47 @@ function secret(obj: Obj, key: string, path: string, env: Record<string, string 
   return str(obj, key, path) ?? (env[envName] || undefined);
 }
 
+const LOOPBACK_NAMES = new Set(["localhost", "::1", "[::1]"]);
+
+/** Whether only this machine can reach an address: 127.0.0.0/8, ::1, localhost. */
+export function isLoopbackHost(host: string): boolean {
+  return LOOPBACK_NAMES.has(host.toLowerCase()) || (isIPv4(host) && host.startsWith("127."));
+}
+
+const HTTP_KEYS = ["enabled", "host", "port", "token", "token_file", "max_body_bytes", "max_pixels", "max_images", "queue_size", "request_timeout_s", "default_task", "remote_images", "private_addresses"];
+const MIN_TOKEN_CHARS = 16;
+
+/** The `http` section; on by default when the section is there, --http-port is given, or in the demo. */
+function parseHttp(obj: Obj, present: boolean, demo: boolean, env: Record<string, string | undefined>): HttpConfig {
+  const path = "http";
+  onlyKeys(obj, path, HTTP_KEYS);
+  const host = str(obj, "host", path, "127.0.0.1")!;
+  if (/[\s/]/.test(host)) fail(`${path}.host`, `${JSON.stringify(host)} is not an address to bind`, "use 127.0.0.1 (default), 0.0.0.0, :: or an address of this machine");
+  const token = secret(obj, "token", path, env, "FLORENCE_EDGE_HTTP_TOKEN");
+  if (token !== undefined && token.length < MIN_TOKEN_CHARS) fail(`${path}.token`, `is ${token.length} characters; at least ${MIN_TOKEN_CHARS}`, "generate one: openssl rand -hex 32");
+  const enabled = bool(obj, "enabled", path, present || demo);
+  if (enabled && token === undefined && !isLoopbackHost(host)) {
+    fail(`${path}.host`, `${host} is reachable from other machines, so the API needs a bearer token`, "put one in a file and set http.token_file (or FLORENCE_EDGE_HTTP_TOKEN in the service's environment), or bind 127.0.0.1");
+  }
+  const defaultTask = str(obj, "default_task", path, "<MORE_DETAILED_CAPTION>")!;
+  if (!isTaskToken(defaultTask)) fail(`${path}.default_task`, `unknown task ${JSON.stringify(defaultTask)}`, `use one of ${Object.keys(TASKS).join(" ")}`);
+  return {
+    enabled,
+    host,
+    port: num(obj, "port", path, { min: 0, max: 65535, int: true }, 8080)!,
+    anyPortIfBusy: demo && obj["port"] === undefined,
+    token,
+    maxBodyBytes: num(obj, "max_body_bytes", path, { min: 1024, max: 1 << 30, int: true }, 32 << 20)!,
+    maxPixels: num(obj, "max_pixels", path, { min: 1, max: 1 << 30, int: true }, 40_000_000)!,
+    maxImages: num(obj, "max_images", path, { min: 1, max: 64, int: true }, 16)!,
+    queueSize: num(obj, "queue_size", path, { min: 1, max: 1024, int: true }, 16)!,
+    requestTimeoutS: num(obj, "request_timeout_s", path, { min: 1, max: 3600 }, 30)!,
+    defaultTask,
+    remoteImages: bool(obj, "remote_images", path, false),
+    privateAddresses: bool(obj, "private_addresses", path, false),
+  };
+}
+
 function parseMqtt(value: unknown, env: Record<string, string | undefined>): MqttConfig {
   const path = "mqtt";
   const obj = object(value, path);
@@ -301,7 +374,7 @@ function parseMqtt(value: unknown, env: Record<string, string | undefined>): Mqt
 /** Parses and validates a config document (already parsed YAML/JSON) plus flag overrides. */
 export function buildServiceConfig(document: unknown, flags: ServeFlags, env: Record<string, string | undefined>, source: string): ServiceConfig {
   const root = object(document, "config");
-  onlyKeys(root, "config", ["model", "generation", "postprocess", "mqtt", "cameras", "stats_interval_s", "metrics", "log"]);
+  onlyKeys(root, "config", ["model", "generation", "postprocess", "mqtt", "cameras", "stats_interval_s", "metrics", "log", "http"]);
   const model = object(root["model"], "model");
   onlyKeys(model, "model", ["path", "precision", "backend", "threads", "resize", "thread", "cuda_graph_steps", "zero_copy"]);
   const generation = object(root["generation"], "generation");
@@ -321,6 +394,9 @@ export function buildServiceConfig(document: unknown, flags: ServeFlags, env: Re
   if (flags.mqtt !== undefined) mqttRaw["url"] = flags.mqtt;
   if (flags.topicPrefix !== undefined) mqttRaw["topic_prefix"] = flags.topicPrefix;
   if (flags.metricsPort !== undefined) metrics["port"] = flags.metricsPort;
+  const httpRaw = object(root["http"], "http");
+  if (flags.httpPort !== undefined) httpRaw["port"] = flags.httpPort;
+  if (flags.httpHost !== undefined) httpRaw["host"] = flags.httpHost;
   if (flags.logLevel !== undefined) log["level"] = flags.logLevel;
   if (flags.logFormat !== undefined) log["format"] = flags.logFormat;
 
@@ -344,6 +420,9 @@ export function buildServiceConfig(document: unknown, flags: ServeFlags, env: Re
     names.add(camera.name);
   }
   checkZoneNames(cameras);
+  // no camera list at all (an explicit `cameras: []` means none: an HTTP-only service)
+  const demoCamera = camerasRaw === undefined || camerasRaw === null;
+  const mqtt = parseMqtt(mqttRaw, env);
   return {
     model: {
       path: str(model, "path", "model"),
@@ -361,8 +440,10 @@ export function buildServiceConfig(document: unknown, flags: ServeFlags, env: Re
       maxNewTokens: num(generation, "max_new_tokens", "generation", { min: 1, max: 4096, int: true }),
     },
     postprocess: { coordinates: oneOf(postprocess, "coordinates", "postprocess", ["float", "int"] as const, "float"), scores: bool(postprocess, "scores", "postprocess", true) },
-    mqtt: parseMqtt(mqttRaw, env),
+    mqtt,
     cameras,
+    demoCamera,
+    http: parseHttp(httpRaw, root["http"] !== undefined || flags.httpPort !== undefined || flags.httpHost !== undefined, demoCamera && mqtt.url === undefined, env),
     statsIntervalS: num(root, "stats_interval_s", "config", { min: 1, max: 3600 }, 10)!,
     metrics: { port: num(metrics, "port", "metrics", { min: 0, max: 65535, int: true }), host: str(metrics, "host", "metrics", "127.0.0.1")! },
     log: { level: oneOf(log, "level", "log", ["debug", "info", "warn", "error"] as const, "info"), format: oneOf(log, "format", "log", ["auto", "json", "text"] as const, "auto") },

@@ -1,8 +1,8 @@
 /**
  * The installed package works: `npm pack` the project, install the tarball into an empty folder offline (from the
  * npm cache `npm ci` filled), and run the installed `florence-edge`: --help, infer on the bundled demo model, serve
- * on its embedded defaults until SIGTERM, and build-engines --help. Also: what the tarball holds (no test fixtures,
- * no dist/test, no dev scripts) and its size.
+ * on its embedded defaults until SIGTERM (its live view answering from the package's web/), and build-engines --help.
+ * Also: what the tarball holds (no test fixtures, no dist/test, no dev scripts) and its size.
  *
  * `npm install --offline <tgz>` wants the full packuments of every dependency, which `npm ci` does not cache, so the
  * folder gets a lockfile made from the project's own (the production entries, plus the tarball): `npm ci --offline`
@@ -102,7 +102,7 @@ test.after(async () => {
 
 test("the tarball ships dist/src, the demo model, clip and images, and no tests, fixtures or dev scripts", () => {
   const paths = installed!.files.map((f) => f.path);
-  for (const needed of ["dist/src/bin.js", "dist/src/commands/build_engines_command.js", "src/mod.ts", "assets/shapes-clip.mkv", "assets/shapes-clip.json", "assets/demo-images/shapes-0.jpg", "assets/fonts/DejaVuSans-Bold.ttf", `${DEMO_MODEL_PATH}/config.json`, "engines/README.md", "scripts/trt-abi-probe/probe.cpp", "systemd/florence-edge.service"]) {
+  for (const needed of ["dist/src/bin.js", "dist/src/commands/build_engines_command.js", "src/mod.ts", "web/index.html", "web/app.js", "web/style.css", "assets/shapes-clip.mkv", "assets/shapes-clip.json", "assets/demo-images/shapes-0.jpg", "assets/fonts/DejaVuSans-Bold.ttf", `${DEMO_MODEL_PATH}/config.json`, "engines/README.md", "scripts/trt-abi-probe/probe.cpp", "systemd/florence-edge.service"]) {
     assert.ok(paths.includes(needed), `${needed} in the tarball`);
   }
   const unwanted = paths.filter((p) => /^(test|dist\/test|dist\/scripts)\//.test(p) || /tiny-seed0|\/reference\//.test(p) || /^scripts\/(python|gpu)\//.test(p) || /^scripts\/[^/]+\.(ts|mjs)$/.test(p));
@@ -145,6 +145,15 @@ test("installed: florence-edge serve on embedded defaults publishes, then stops 
     // the embedded demo echoes one line per published result: "demo #N <TASK> …"
     while (!/^demo #\d+ <(OD|CAPTION)>/m.test(stdout) && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 200));
     assert.match(stdout, /^demo #\d+ <(OD|CAPTION)>/m, `a published result within 90 s\nstdout:\n${stdout}\nstderr:\n${stderr}`);
+    // the live view is on, on loopback, and its page and script come from the installed package
+    const live = /^live view: (http:\/\/127\.0\.0\.1:\d+)\/$/m.exec(stdout);
+    assert.ok(live, `the live view's URL is printed\n${stdout}`);
+    const page = await fetch(`${live![1]}/`);
+    assert.is(page.status, 200);
+    assert.match(await page.text(), /<script src="\/app\.js"/);
+    assert.match(await (await fetch(`${live![1]}/app.js`)).text(), /followEvents/);
+    const cameras = (await (await fetch(`${live![1]}/api/cameras`)).json()) as { cameras: { name: string }[] };
+    assert.equal(cameras.cameras.map((c) => c.name), ["demo"]);
     child.kill("SIGTERM");
     const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r("timeout"), 30_000))]);
     assert.is(code, 0, `exit 0 after SIGTERM\n${stderr}`);

@@ -106,7 +106,7 @@ test("florence/ code never checks which backend runs it", () => {
   assert.equal(named, []);
 });
 
-test("each package is imported by one module of src/ (mqtt by mqtt_link.ts, munkres by events/assignment.ts …)", () => {
+test("each package is imported by one module of src/ (mqtt by mqtt_link.ts, munkres by events/assignment.ts, hono by http_server.ts …)", () => {
   const importers = new Map<string, string[]>();
   for (const [file, source] of sources) {
     for (const specifier of importSpecifiers(source)) {
@@ -118,6 +118,9 @@ test("each package is imported by one module of src/ (mqtt by mqtt_link.ts, munk
   assert.equal([...importers].filter(([, files]) => files.length > 1).map(([name, files]) => `${name}: ${files.join(", ")}`), []);
   assert.equal(importers.get("mqtt"), ["src/service/mqtt_link.ts"]);
   assert.equal(importers.get("munkres"), ["src/events/assignment.ts"]);
+  assert.equal(importers.get("hono"), ["src/service/http/http_server.ts"]);
+  assert.equal(importers.get("@hono/node-server"), ["src/service/http/http_server.ts"]);
+  assert.equal(importers.get("fflate"), ["src/service/http/nvidia_api.ts"]);
 });
 
 test("no two files in src/ share a base name", () => {

@@ -246,6 +246,25 @@ test("Prometheus text format 0.0.4: HELP/TYPE, _total counters, summaries, escap
   assert.is(escapeLabelValue('a"b\\c\nd'), 'a\\"b\\\\c\\nd');
 });
 
+test("labelled counters: created on first use, added to, exposed as _total; their series are bounded", () => {
+  const metrics = new ServiceMetrics({ maxSeries: 3 });
+  metrics.count("http_requests", "HTTP requests answered.", { route: "/v1/models", code: "200" });
+  metrics.count("http_requests", "HTTP requests answered.", { route: "/v1/models", code: "200" });
+  metrics.count("http_requests", "HTTP requests answered.", { route: "/healthz", code: "200" }, 5);
+  metrics.count("jobs_refused", "Refused.", { origin: "http" });
+  metrics.count("jobs_refused", "Refused.", { origin: "mqtt" });
+  metrics.count("jobs_refused", "Refused.", { origin: "other" });
+  metrics.count("jobs_refused", "Refused.", { origin: "a fourth" });
+  const { types, samples } = parseExposition(metrics.prometheusText());
+  assert.is(types.get("florence_edge_http_requests_total"), "counter");
+  const value = (name: string, labels: Record<string, string>) => samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
+  assert.is(value("florence_edge_http_requests_total", { route: "/v1/models" }), 2);
+  assert.is(value("florence_edge_http_requests_total", { route: "/healthz" }), 5);
+  assert.is(value("florence_edge_jobs_refused_total", { origin: "other" }), 1);
+  assert.is(value("florence_edge_jobs_refused_total", { origin: "a fourth" }), undefined, "beyond maxSeries: counted as dropped");
+  assert.is(value("florence_edge_latency_series_dropped_total", {}), 1);
+});
+
 test("an empty window gives NaN quantiles, still valid text", () => {
   const { metrics, advance } = clocked({ windowMs: 1000 });
   metrics.frameProcessed("c", { vision: 3 });

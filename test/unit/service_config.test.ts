@@ -107,6 +107,29 @@ test("errors name the path of the bad key and the fix", () => {
   assert.match(error(() => loadServiceConfig({ config: dup }, {})), /YAML/);
 });
 
+test("http: off unless configured (on in the demo), loopback by default, a token required beyond it", () => {
+  const tokenFile = join(dir, "http-token");
+  writeFileSync(tokenFile, "0123456789abcdef0123456789abcdef\n");
+  const camera = [{ name: "a", source: "rtsp://x" }];
+  assert.is(buildServiceConfig({ cameras: camera }, {}, {}, "t").http.enabled, false, "a configured service opens no port unless asked");
+  const demo = buildServiceConfig({}, {}, {}, "t");
+  assert.equal([demo.demoCamera, demo.http.enabled, demo.http.host, demo.http.port, demo.http.anyPortIfBusy, demo.http.token], [true, true, "127.0.0.1", 8080, true, undefined]);
+  const httpOnly = buildServiceConfig({ cameras: [], http: {} }, {}, {}, "t");
+  assert.equal([httpOnly.demoCamera, httpOnly.cameras, httpOnly.http.enabled, httpOnly.http.anyPortIfBusy], [false, [], true, false]);
+  const full = buildServiceConfig({ cameras: camera, http: { host: "0.0.0.0", port: 9000, token_file: tokenFile, max_body_bytes: 4096, max_pixels: 1000, max_images: 2, queue_size: 3, request_timeout_s: 5, default_task: "<CAPTION>", remote_images: true, private_addresses: true } }, {}, {}, "t");
+  assert.equal(full.http, { enabled: true, host: "0.0.0.0", port: 9000, anyPortIfBusy: false, token: "0123456789abcdef0123456789abcdef", maxBodyBytes: 4096, maxPixels: 1000, maxImages: 2, queueSize: 3, requestTimeoutS: 5, defaultTask: "<CAPTION>", remoteImages: true, privateAddresses: true });
+  assert.is(buildServiceConfig({ cameras: camera }, { httpPort: 0, httpHost: "::" }, { FLORENCE_EDGE_HTTP_TOKEN: "from-the-environment-0001" }, "t").http.token, "from-the-environment-0001");
+  assert.equal(buildServiceConfig({ cameras: camera }, { httpPort: 7000 }, {}, "t").http.enabled, true);
+  assert.match(error(() => buildServiceConfig({ http: { host: "0.0.0.0" } }, {}, {}, "t")), /^http\.host: 0\.0\.0\.0 is reachable from other machines, so the API needs a bearer token — put one in a file and set http\.token_file \(or FLORENCE_EDGE_HTTP_TOKEN/);
+  assert.match(error(() => buildServiceConfig({ cameras: camera }, { httpHost: "192.168.1.5" }, {}, "t")), /^http\.host: 192\.168\.1\.5 is reachable/);
+  assert.match(error(() => buildServiceConfig({ http: { token: "short" } }, {}, {}, "t")), /^http\.token: is 5 characters; at least 16 — generate one: openssl rand -hex 32/);
+  assert.match(error(() => buildServiceConfig({ http: { token_file: join(dir, "nope") } }, {}, {}, "t")), /^http\.token_file: cannot read/);
+  assert.match(error(() => buildServiceConfig({ http: { port: 70000 } }, {}, {}, "t")), /^http\.port: must be an integer in 0\.\.65535, got 70000/);
+  assert.match(error(() => buildServiceConfig({ http: { default_task: "<DETECT>" } }, {}, {}, "t")), /^http\.default_task: unknown task "<DETECT>"/);
+  assert.match(error(() => buildServiceConfig({ http: { tokn: "x" } }, {}, {}, "t")), /^http\.tokn: unknown key — known keys here: enabled, host, port, token, token_file/);
+  for (const host of ["127.0.0.1", "127.1.2.3", "localhost", "::1"]) assert.is(buildServiceConfig({ http: { host } }, {}, {}, "t").http.host, host);
+});
+
 test("every source option is reachable from YAML and reaches the source as written", () => {
   const config = buildServiceConfig({
     cameras: [
