@@ -28,7 +28,7 @@ import { loadWorldFont } from "../../src/world/font.ts";
 import { drawScene, renderScene } from "../../src/world/render.ts";
 import { haDeviceDiscoveryProblems } from "../support/ha_rules.ts";
 import { loadSchemas } from "../support/json_schema.ts";
-import { Mosquitto, MOSQUITTO_PATH } from "../support/mosquitto.ts";
+import { freePort, Mosquitto, MOSQUITTO_PATH } from "../support/mosquitto.ts";
 import { TINY_MODEL } from "../support/paths.ts";
 import { waitFor } from "../support/wait_for.ts";
 
@@ -194,8 +194,7 @@ test("aedes (MQTT 3.1.1): a clip's shapes become events, counts, snapshots, desc
 
 if (MOSQUITTO_PATH) {
   test("mosquitto (MQTT 5): the same on a real broker", async () => {
-    const port = 20_000 + Math.floor(Math.random() * 20_000);
-    const broker = await Mosquitto.start(port);
+    const broker = await Mosquitto.start(await freePort());
     try {
       await scenario(broker.url, 5);
     } finally {

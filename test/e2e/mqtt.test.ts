@@ -26,7 +26,7 @@ import { MqttPublisher, reconnectDelayMs, type MqttPublisherOptions } from "../.
 import { publisherOptionsFromConfig } from "../../src/service/serve_options.ts";
 import type { Frame, ResultMessage, SourceStatus } from "../../src/service/types.ts";
 import { loadSchemas } from "../support/json_schema.ts";
-import { Mosquitto, MOSQUITTO_PATH } from "../support/mosquitto.ts";
+import { freePort, Mosquitto, MOSQUITTO_PATH } from "../support/mosquitto.ts";
 import { REFERENCE, TINY_MODEL, readReference } from "../support/paths.ts";
 
 const schemas = loadSchemas();
@@ -110,14 +110,6 @@ async function until(condition: () => boolean, timeoutMs: number, what: string):
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await sleep(10);
   }
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 // ---- a TCP proxy: lets a test cut the client's connection abruptly or keep the broker "down" ----
