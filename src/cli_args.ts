@@ -43,6 +43,9 @@ export function parseFlags(command: string, argv: readonly string[], specs: Reco
     }
     const raw = inline ?? argv[++i];
     if (raw === undefined) throw new FlorenceError("INVALID_ARGUMENT", `${command}: --${name} needs a value`, { fix: spec.help });
+    if (spec.choices && spec.kind !== "int" && spec.kind !== "number" && !spec.choices.includes(raw)) {
+      throw new FlorenceError("INVALID_ARGUMENT", `${command}: --${name} must be one of ${spec.choices.join(", ")}, got ${JSON.stringify(raw)}`, { fix: spec.help });
+    }
     if (spec.kind === "strings") {
       const list = (flags[name] as string[] | undefined) ?? [];
       list.push(raw);
@@ -56,9 +59,6 @@ export function parseFlags(command: string, argv: readonly string[], specs: Reco
       }
       flags[name] = value;
     } else {
-      if (spec.choices && !spec.choices.includes(raw)) {
-        throw new FlorenceError("INVALID_ARGUMENT", `${command}: --${name} must be one of ${spec.choices.join(", ")}, got ${JSON.stringify(raw)}`, { fix: spec.help });
-      }
       flags[name] = raw;
     }
   }

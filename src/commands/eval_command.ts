@@ -5,13 +5,13 @@ import { readEnvironment } from "../config.ts";
 import type { Precision } from "../florence/model_files.ts";
 import { loadFlorence } from "../mod.ts";
 import { demoModelDir } from "../paths.ts";
-import { evaluateWorld, formatReport } from "../world/evaluate.ts";
+import { type EvalReport, compareReports, evaluateWorld, formatReport } from "../world/evaluate.ts";
 import { loadWorldFont } from "../world/font.ts";
 import { MODEL_FLAGS } from "./model_flags.ts";
 
 const EVAL_FLAGS: Record<string, FlagSpec> = {
   model: { kind: "string", help: "model folder (default: the bundled demo model)" },
-  precision: MODEL_FLAGS["precision"]!,
+  precision: { ...MODEL_FLAGS["precision"]!, kind: "strings", help: "which onnx/*.onnx files (default fp32); repeat to compare precisions side by side, e.g. --precision fp32 --precision fp16 --precision quantized" },
   backend: MODEL_FLAGS["backend"]!,
   threads: MODEL_FLAGS["threads"]!,
   images: { kind: "int", min: 1, max: 100000, help: "held-out images to draw (default 100)" },
@@ -37,10 +37,7 @@ export function progressBar(label: string, stream: NodeJS.WriteStream = process.
   };
 }
 
-async function run(argv: readonly string[]): Promise<number> {
-  const { flags } = parseFlags("eval", argv, EVAL_FLAGS);
-  const model = (flags["model"] as string | undefined) ?? demoModelDir();
-  const precision = (flags["precision"] as Precision | undefined) ?? "fp32";
+async function evaluatePrecision(model: string, precision: Precision, flags: Record<string, unknown>): Promise<EvalReport> {
   const florence = await loadFlorence(model, {
     env: readEnvironment(),
     precision,
@@ -48,17 +45,29 @@ async function run(argv: readonly string[]): Promise<number> {
     ...(flags["threads"] !== undefined ? { threads: flags["threads"] as number } : {}),
   });
   try {
-    const report = await evaluateWorld(florence, loadWorldFont(), {
+    return await evaluateWorld(florence, loadWorldFont(), {
       images: (flags["images"] as number | undefined) ?? 100,
       seed: (flags["seed"] as number | undefined) ?? 0,
       onProgress: progressBar(`eval ${precision}`),
     });
-    if (flags["json"]) process.stdout.write(`${JSON.stringify({ model, precision, ...report })}\n`);
-    else process.stdout.write(`${formatReport(report, `${model} (${precision})`)}\n`);
-    return flags["check"] === true && !report.passed ? 1 : 0;
   } finally {
     await florence.dispose();
   }
+}
+
+async function run(argv: readonly string[]): Promise<number> {
+  const { flags } = parseFlags("eval", argv, EVAL_FLAGS);
+  const model = (flags["model"] as string | undefined) ?? demoModelDir();
+  const precisions = [...new Set<Precision>((flags["precision"] as Precision[] | undefined) ?? ["fp32"])];
+  const reports: { precision: Precision; report: EvalReport }[] = [];
+  for (const precision of precisions) {
+    const report = await evaluatePrecision(model, precision, flags);
+    reports.push({ precision, report });
+    if (flags["json"]) process.stdout.write(`${JSON.stringify({ model, precision, ...report })}\n`);
+    else process.stdout.write(`${formatReport(report, `${model} (${precision})`)}\n`);
+  }
+  if (reports.length > 1 && !flags["json"]) process.stdout.write(`\n${compareReports(reports)}\n`);
+  return flags["check"] === true && reports.some(({ report }) => !report.passed) ? 1 : 0;
 }
 
 export const evalCommand: Command = { summary: "a model's per-task figures on fresh held-out images of the shapes world", flags: EVAL_FLAGS, run };

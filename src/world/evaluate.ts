@@ -150,3 +150,24 @@ export function formatReport(report: EvalReport, title: string): string {
   lines.push(report.passed ? "all goals met" : "some goals not met");
   return lines.join("\n");
 }
+
+/** The goal figures of several precisions of one model side by side (a Markdown table, as the README has it), with
+ * the wall time per image relative to the first precision's. */
+export function compareReports(reports: readonly { precision: string; report: EvalReport }[]): string {
+  const goals = reports[0]!.report.figures.filter((f) => f.goal !== undefined);
+  const head = ["precision", ...goals.map((f) => `${f.task} ${f.metric}`), "ms per image (15 tasks)", "time vs " + reports[0]!.precision];
+  const rows = reports.map(({ precision, report }) => {
+    const value = (task: string, metric: string) => report.figures.find((f) => f.task === task && f.metric === metric)?.value;
+    return [
+      precision,
+      ...goals.map((g) => {
+        const v = value(g.task, g.metric);
+        return v === undefined ? "–" : `${v.toFixed(3)}${v >= g.goal! ? "" : " ✗"}`;
+      }),
+      report.msPerImage.toFixed(0),
+      `${(report.msPerImage / reports[0]!.report.msPerImage).toFixed(2)}×`,
+    ];
+  });
+  const goalRow = ["goal", ...goals.map((g) => `≥ ${g.goal}`), "", ""];
+  return [head, head.map(() => "---"), goalRow, ...rows].map((cells) => `| ${cells.join(" | ")} |`).join("\n");
+}

@@ -73,4 +73,21 @@ test("florence-edge eval on a model that sees nothing: figures near zero, --chec
   assert.ok(od.length === 2 && od.every((f) => f.value < 0.5), JSON.stringify(od));
 });
 
+test("florence-edge eval with several precisions: a report each, then one table of the goal figures and the time relative to the first", async () => {
+  const bin = join(REPO_ROOT, "dist", "src", "bin.js");
+  const run = promisify(execFile);
+  const { stdout } = await run(process.execPath, [bin, "eval", "--model", TINY_MODEL, "--images", "1", "--threads", "2", "--precision", "fp32", "--precision", "fp16"]);
+  assert.match(stdout, /\(fp32\): 1 held-out images/);
+  assert.match(stdout, /\(fp16\): 1 held-out images/);
+  const table = stdout.split("\n").filter((line) => line.startsWith("| "));
+  assert.is(table.length, 5, `header, rule, goals, fp32, fp16:\n${table.join("\n")}`);
+  assert.match(table[0]!, /<OD> precision@0\.5 .*<OCR> accuracy .*time vs fp32/);
+  assert.match(table[2]!, /^\| goal \| ≥ 0\.85 \| ≥ 0\.9 /);
+  assert.match(table[3]!, /^\| fp32 \|.* 1\.00× \|$/);
+  assert.match(table[4]!, /^\| fp16 \|.* \d+\.\d\d× \|$/);
+  const wrong = await run(process.execPath, [bin, "eval", "--model", TINY_MODEL, "--precision", "fp8"]).catch((e) => e as { code: number; stderr: string });
+  assert.is((wrong as { code: number }).code, 2, "a bad flag is a usage error");
+  assert.match((wrong as { stderr: string }).stderr, /--precision must be one of fp32, fp16, quantized/);
+});
+
 test.run();
