@@ -11,6 +11,8 @@ The recipe (scripts/train/README.md has the whole procedure and the times it too
     Florence's task tokens, <loc_0>..<loc_999> and <image> (scripts/python/make_fixtures.py make_tokenizer).
   - model: DaViT [32, 64, 128, 192] x depths [1, 1, 2, 1], window 12; BART d_model 192, 2 encoder + 2 decoder
     layers, 4 heads, FFN 768; 145 image tokens.
+  - initialisation: HF's, except <loc_N> embeddings (shared with the output layer) start as sinusoids of N
+    (init_loc_embeddings), so neighbouring bins start alike.
   - optimisation: AdamW (0.9, 0.98), weight decay 0.01, peak LR 5e-4 after 400 warm-up steps, cosine to 5 % over
     the planned --total-seconds of training (the schedule follows training time so it spans resumed runs),
     batch 192 rows: 48 images drawn uniformly from those loaded so far, 4 of each image's examples (different tasks)
@@ -94,6 +96,23 @@ def make_model(tokenizer):
         bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, decoder_start_token_id=EOS, forced_bos_token_id=BOS,
         forced_eos_token_id=EOS, num_beams=3, early_stopping=True, max_length=160, no_repeat_ngram_size=0)
     return model
+
+
+def init_loc_embeddings(model, tokenizer) -> None:
+    """Starts <loc_0>..<loc_999> from sinusoids of their bin (as a transformer's position encoding), at the scale of
+    the other embeddings' initialisation, so that neighbouring bins start alike: the shared embedding is also the
+    output layer, so both reading a region prompt and writing a coordinate start from a smooth ruler instead of 1000
+    unrelated vectors. Only the initialisation; the model is HF's own."""
+    weight = model.get_input_embeddings().weight
+    ids = torch.tensor(tokenizer.convert_tokens_to_ids([f"<loc_{i}>" for i in range(1000)]))
+    d = weight.shape[1]
+    position = torch.arange(1000, dtype=torch.float32).unsqueeze(1)
+    rate = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    ruler = torch.zeros(1000, d)
+    ruler[:, 0::2] = torch.sin(position * rate)
+    ruler[:, 1::2] = torch.cos(position * rate)
+    with torch.no_grad():
+        weight[ids] = ruler * (weight.std() / ruler.std()) + 0.25 * weight[ids]
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -288,7 +307,10 @@ def main(argv: list[str]) -> int:
         tokenizer = processor.tokenizer
     print(f"tokenizer: {len(tokenizer)} tokens; first shard after {time.time() - started:.1f}s", flush=True)
 
-    model = make_model(tokenizer).to(device)
+    model = make_model(tokenizer)
+    if not args.resume:
+        init_loc_embeddings(model, tokenizer)
+    model = model.to(device)
     state = {"step": 0, "trained_s": 0.0}
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     if args.resume and (ckpt / "train_state.pt").exists():
