@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs a finished florence-2-shapes from a device run's files: `cat` the model.tar.xz.part-* of FOLDER, unpack,
+# check the size rules (every file under 16 MB, the model under 40 MB), then copy the model to assets/ and HF's
+# reference answers to test/fixtures/. Run `florence-edge eval` and `npm test` after it.
+#   bash scripts/train/install-model.sh /work/.device/N
+set -euo pipefail
+from=${1:?usage: install-model.sh FOLDER_WITH_model.tar.xz.part-*}
+cd "$(dirname "$0")/../.."
+ls "$from"/model.tar.xz.part-* > /dev/null
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cat "$from"/model.tar.xz.part-* | tar xJf - -C "$work"
+[ -f "$work/florence-2-shapes/world.json" ] || { echo "no florence-2-shapes/world.json in the parts" >&2; exit 1; }
+big=$(find "$work/florence-2-shapes" -type f -size +15999999c)
+[ -z "$big" ] || { echo "files of 16 MB or more: $big" >&2; exit 1; }
+total=$(du -sb "$work/florence-2-shapes" | cut -f1)
+[ "$total" -lt 40000000 ] || { echo "the model is $total bytes, over 40 MB" >&2; exit 1; }
+rm -rf assets/florence-2-shapes test/fixtures/shapes-reference
+cp -r "$work/florence-2-shapes" assets/
+cp -r "$work/shapes-reference" test/fixtures/
+echo "installed assets/florence-2-shapes ($total bytes) and test/fixtures/shapes-reference"
+find assets/florence-2-shapes -type f -printf '%10s  %p\n' | sort -k2
