@@ -23,6 +23,27 @@ export interface OnnxRuntimeOptions {
   onSessionRun?: (graph: string, ms: number) => void;
 }
 
+/**
+ * ONNX Runtime's JS tensors keep float16 data in a Float16Array wherever the JS runtime has one (Deno 2; Node once it
+ * ships it), but the engine contract is IEEE half bit patterns in a Uint16Array (engine.ts), and Deno's N-API panics
+ * when a Float16Array reaches native code. ORT fills its typed-array table once, at the first Tensor it builds: build
+ * that first one with Float16Array hidden, so float16 means Uint16Array in and out, on every runtime.
+ */
+function pinFloat16ToUint16(): void {
+  const saved = Object.getOwnPropertyDescriptor(globalThis, "Float16Array");
+  if (!saved?.configurable) {
+    new ort.Tensor("float32", new Float32Array(1), [1]);
+    return;
+  }
+  delete (globalThis as { Float16Array?: unknown }).Float16Array;
+  try {
+    new ort.Tensor("float32", new Float32Array(1), [1]);
+  } finally {
+    Object.defineProperty(globalThis, "Float16Array", saved);
+  }
+}
+pinFloat16ToUint16();
+
 function valueInfo(meta: ort.InferenceSession.ValueMetadata): ValueInfo {
   return meta.isTensor ? { name: meta.name, type: meta.type, shape: [...meta.shape] } : { name: meta.name, type: "non-tensor", shape: [] };
 }
