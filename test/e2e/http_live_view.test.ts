@@ -15,11 +15,12 @@ import { decodeImage, type RgbImage } from "../../src/florence/image.ts";
 import { demoImagesDir, demoModelDir } from "../../src/paths.ts";
 import { demoCameraYaml, type ServiceProcess, startService } from "../support/service_process.ts";
 import { waitFor } from "../support/wait_for.ts";
+import { testWhen } from "../support/test_when.ts";
 
 const CHROMIUM = process.env["CHROMIUM_PATH"] || "/usr/bin/chromium";
 const IMAGE = join(demoImagesDir(), "shapes-1.jpg");
 const CONFIG = [`model: { path: ${JSON.stringify(demoModelDir())} }`, "http: { port: 0 }", demoCameraYaml("front", demoImagesDir(), ["<OD>", "<CAPTION>"])].join("\n");
-const maybe = existsSync(CHROMIUM) ? test : (name: string, _fn: () => unknown) => test.skip(`${name} [SKIPPED: no chromium at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)]`, () => undefined);
+const maybe = testWhen(existsSync(CHROMIUM), `no chromium at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)`);
 
 let service: ServiceProcess;
 let browser: Browser;

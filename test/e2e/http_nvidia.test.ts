@@ -16,6 +16,7 @@ import { decodeImage } from "../../src/florence/image.ts";
 import { demoImagesDir, demoModelDir } from "../../src/paths.ts";
 import { REPO_ROOT } from "../support/paths.ts";
 import { type ServiceProcess, startService } from "../support/service_process.ts";
+import { testWhen } from "../support/test_when.ts";
 
 const run = promisify(execFile);
 const CONFIG = [`model: { path: ${JSON.stringify(demoModelDir())} }`, "cameras: []", "http: { port: 0 }", ""].join("\n");
@@ -28,7 +29,7 @@ const python = (() => {
     return false;
   }
 })();
-const maybe = python ? test : (name: string, _fn: () => unknown) => test.skip(`${name} [SKIPPED: python3 is not installed (apt-get install python3); NVIDIA's sample client is Python]`, () => undefined);
+const maybe = testWhen(python, "python3 is not installed (apt-get install python3); NVIDIA's sample client is Python");
 
 let service: ServiceProcess;
 

@@ -11,10 +11,11 @@ import { drawStill, HELD_OUT_SEED_BASE } from "../../src/world/dataset.ts";
 import { loadWorldFont } from "../../src/world/font.ts";
 import { captionNamesExactly, matchDetections, shapeDetections } from "../../src/world/scoring.ts";
 import { type ServiceProcess, startService } from "../support/service_process.ts";
+import { NOT_SEEING, testWhen } from "../support/test_when.ts";
 
 const STILLS = 8;
 const seeing = isSeeingModel(demoModelDir());
-const maybe = seeing ? test : (name: string, _fn: () => unknown) => test.skip(`${name} [SKIPPED: the demo model is not the shapes-world model yet (no world.json in ${demoModelDir()})]`, () => undefined);
+const maybe = testWhen(seeing, NOT_SEEING);
 
 let service: ServiceProcess | undefined;
 

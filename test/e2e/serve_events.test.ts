@@ -25,6 +25,7 @@ import { haDeviceDiscoveryProblems } from "../support/ha_rules.ts";
 import { loadSchemas } from "../support/json_schema.ts";
 import { REPO_ROOT, TINY_MODEL } from "../support/paths.ts";
 import { waitFor } from "../support/wait_for.ts";
+import { NOT_SEEING, testWhen } from "../support/test_when.ts";
 
 const schemas = loadSchemas();
 const font = loadWorldFont();
@@ -110,7 +111,7 @@ test('serve --task "<OD>" alone publishes events, counts and the HA event entity
 
 // Until the shapes-world model ships, the demo model has random weights and this test is a counted skip.
 const seeing = isSeeingModel(demoModelDir());
-const maybe = seeing ? test : (name: string, _fn: () => unknown) => test.skip(`${name} [SKIPPED: the demo model is not the shapes-world model yet (no world.json in ${demoModelDir()})]`, () => undefined);
+const maybe = testWhen(seeing, NOT_SEEING);
 
 maybe("serve with the shapes model: one new and one end per shape, named and described as the ground truth says", async () => {
   const FRAMES = 40;

@@ -21,12 +21,13 @@ import { drawScene } from "../../src/world/render.ts";
 import { captionPairs, detectionsOf, matchDetections, shapeDetections } from "../../src/world/scoring.ts";
 import { REPO_ROOT } from "../support/paths.ts";
 import { waitFor } from "../support/wait_for.ts";
+import { NOT_SEEING, testWhen } from "../support/test_when.ts";
 
 const FRAMES = 16;
 
 // Until the shapes-world model ships, the demo model has random weights and this test is a counted skip.
 const seeing = isSeeingModel(demoModelDir());
-const maybe = seeing ? test : (name: string, _fn: () => unknown) => test.skip(`${name} [SKIPPED: the demo model is not the shapes-world model yet (no world.json in ${demoModelDir()})]`, () => undefined);
+const maybe = testWhen(seeing, NOT_SEEING);
 
 maybe("serve with the shapes model: <OD> boxes on the shapes, captions naming them, snapshot boxes where the shapes are", async () => {
   const font = loadWorldFont();

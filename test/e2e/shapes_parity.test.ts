@@ -14,11 +14,12 @@ import type { Precision } from "../../src/florence/model_files.ts";
 import { Florence2 } from "../../src/florence/florence2.ts";
 import type { ReferenceCase } from "../../src/hardware/parity.ts";
 import { REPO_ROOT } from "../support/paths.ts";
+import { testWhen } from "../support/test_when.ts";
 
 const MODEL = join(REPO_ROOT, "assets", "florence-2-shapes");
 const REFERENCE = join(REPO_ROOT, "test", "fixtures", "shapes-reference", "reference");
 const present = existsSync(join(REFERENCE, "generate.json")) && existsSync(join(MODEL, "world.json"));
-const maybe = present ? test : (name: string, _fn: () => unknown) => test.skip(`${name} [SKIPPED: no shapes model in assets/florence-2-shapes with its HF reference yet]`, () => undefined);
+const maybe = testWhen(present, "no shapes model in assets/florence-2-shapes with its HF reference yet");
 const cases: ReferenceCase[] = present ? JSON.parse(readFileSync(join(REFERENCE, "generate.json"), "utf8")) : [];
 
 interface Comparison {
