@@ -10,17 +10,15 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import mqtt from "mqtt";
 import { demoModelDir, isSeeingModel } from "../../src/paths.ts";
 import { startBroker } from "../../src/service/broker.ts";
 import { labelSegment } from "../../src/service/mqtt_topics.ts";
-import { sampleClip } from "../../src/world/clip.ts";
 import { loadWorldFont } from "../../src/world/font.ts";
-import { drawScene } from "../../src/world/render.ts";
+import { clipFolder } from "../support/clip_folder.ts";
 import { haDeviceDiscoveryProblems } from "../support/ha_rules.ts";
 import { loadSchemas } from "../support/json_schema.ts";
 import { REPO_ROOT, TINY_MODEL } from "../support/paths.ts";
@@ -29,15 +27,6 @@ import { NOT_SEEING, testWhen } from "../support/test_when.ts";
 
 const schemas = loadSchemas();
 const font = loadWorldFont();
-
-async function clipFolder(frames: number, seed: number): Promise<{ dir: string; clip: ReturnType<typeof sampleClip> }> {
-  const dir = mkdtempSync(join(tmpdir(), "fe-events-"));
-  const clip = sampleClip(font, { seed, frames, lanes: 2, bounce: false });
-  mkdirSync(join(dir, "frames"));
-  // frame names sort in clip order
-  for (const f of clip) writeFileSync(join(dir, "frames", `frame${String(f.index).padStart(4, "0")}.jpg`), await drawScene(f.scene, font));
-  return { dir, clip };
-}
 
 interface Served {
   messages: { topic: string; payload: Buffer; retain: boolean }[];
@@ -88,7 +77,7 @@ function json(served: Served, topic: string): Record<string, any>[] {
 }
 
 test('serve --task "<OD>" alone publishes events, counts and the HA event entity; every payload is valid; a clean stop ends every object', async () => {
-  const { dir } = await clipFolder(12, 91);
+  const { dir } = await clipFolder(font, { seed: 91, frames: 12, lanes: 2, bounce: false }, "fe-events-");
   const served = await serve(["--model", TINY_MODEL, "--source", join(dir, "frames"), "--camera", "yard", "--task", "<OD>"], "fe-ev", (seen) => seen.filter((m) => m.topic === "fe-ev/yard/od").length >= 8, 90_000);
   stoppedCleanly(served);
   const events = json(served, "fe-ev/events");
@@ -115,7 +104,7 @@ const maybe = testWhen(seeing, NOT_SEEING);
 
 maybe("serve with the shapes model: one new and one end per shape, named and described as the ground truth says", async () => {
   const FRAMES = 40;
-  const { dir, clip } = await clipFolder(FRAMES, 93);
+  const { dir, clip } = await clipFolder(font, { seed: 93, frames: FRAMES, lanes: 2, bounce: false }, "fe-events-");
   const config = join(dir, "config.yaml");
   writeFileSync(config, [
     "cameras:",

@@ -7,18 +7,17 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import mqtt from "mqtt";
 import { decodeImage } from "../../src/florence/image.ts";
 import { demoModelDir, isSeeingModel } from "../../src/paths.ts";
 import { startBroker } from "../../src/service/broker.ts";
-import { sampleClip } from "../../src/world/clip.ts";
 import { loadWorldFont } from "../../src/world/font.ts";
 import { drawScene } from "../../src/world/render.ts";
 import { captionPairs, detectionsOf, matchDetections, shapeDetections } from "../../src/world/scoring.ts";
+import { clipFolder } from "../support/clip_folder.ts";
 import { REPO_ROOT } from "../support/paths.ts";
 import { waitFor } from "../support/wait_for.ts";
 import { NOT_SEEING, testWhen } from "../support/test_when.ts";
@@ -31,10 +30,7 @@ const maybe = testWhen(seeing, NOT_SEEING);
 
 maybe("serve with the shapes model: <OD> boxes on the shapes, captions naming them, snapshot boxes where the shapes are", async () => {
   const font = loadWorldFont();
-  const dir = mkdtempSync(join(tmpdir(), "fe-world-"));
-  const frames = sampleClip(font, { seed: 77, frames: FRAMES, lanes: 2 });
-  mkdirSync(join(dir, "frames"));
-  for (const f of frames) writeFileSync(join(dir, "frames", `frame${f.index}.jpg`), await drawScene(f.scene, font));
+  const { dir, clip: frames } = await clipFolder(font, { seed: 77, frames: FRAMES, lanes: 2 }, "fe-world-");
   const config = join(dir, "config.yaml");
   writeFileSync(config, [
     "cameras:",
