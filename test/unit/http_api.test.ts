@@ -26,13 +26,18 @@ function chat(content: unknown[], extra: Record<string, unknown> = {}) {
   return { model: "any", messages: [{ role: "user", content }], ...extra };
 }
 
+/** The error is the HTTP refusal expected: its status and a message naming what was wrong. */
+function isRefusal(error: unknown, status: number, message: RegExp): void {
+  assert.instance(error, HttpError);
+  assert.is((error as HttpError).status, status);
+  assert.match((error as Error).message, message);
+}
+
 function refused(fn: () => unknown, status: number, message: RegExp): void {
   try {
     fn();
   } catch (error) {
-    assert.instance(error, HttpError);
-    assert.is((error as HttpError).status, status);
-    assert.match((error as Error).message, message);
+    isRefusal(error, status, message);
     return;
   }
   assert.unreachable(`expected ${status} ${message}`);
@@ -196,9 +201,7 @@ test("remote images: off by default; when on, fetched within the limits, no redi
     try {
       await action;
     } catch (error) {
-      assert.instance(error, HttpError);
-      assert.is((error as HttpError).status, status);
-      assert.match((error as Error).message, message);
+      isRefusal(error, status, message);
       return;
     }
     assert.unreachable(`expected ${status} ${message}`);
