@@ -246,7 +246,7 @@ def quick_eval(model, store: Store, records: list[dict], processor, device, per_
         enc = processor.tokenizer([e["prompt"] for _, e in items], padding=True, return_tensors="pt")
         ids = torch.cat([torch.full((len(items), IMAGE_TOKENS), processor.tokenizer.image_token_id), enc["input_ids"]], 1)
         att = torch.cat([torch.ones((len(items), IMAGE_TOKENS), dtype=torch.long), enc["attention_mask"]], 1)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             out = model.generate(input_ids=ids.to(device), pixel_values=pv, attention_mask=att.to(device),
                                  num_beams=1, max_new_tokens=150, do_sample=False)
         texts = processor.tokenizer.batch_decode(out, skip_special_tokens=False)
@@ -277,12 +277,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--warmup", type=int, default=400)
     ap.add_argument("--capacity", type=int, default=120_000)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--device", default="cuda", help="cuda (training); cpu only to smoke-test the script")
     args = ap.parse_args(argv)
     started = time.time()
-    device = torch.device("cuda")
+    device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed + int(time.time()) if args.resume else args.seed)
     ckpt = Path(args.ckpt)
@@ -356,19 +358,19 @@ def main(argv: list[str]) -> int:
         batch = collate(store, store.sample(args.batch // args.per_image, args.per_image, rng),
                         tokenizer.image_token_id, device)
         if timing:
-            torch.cuda.synchronize()
+            sync()
             marks.append(time.time())
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             loss = step_loss(model, batch)
         if timing:
-            torch.cuda.synchronize()
+            sync()
             marks.append(time.time())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if timing:
-            torch.cuda.synchronize()
+            sync()
             marks.append(time.time())
             parts.append(np.diff(marks) * 1000)
         state["step"] += 1
