@@ -79,7 +79,7 @@ print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=10, max_name
 print(f"max memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB", flush=True)
 
 t = time.time()
-cm = torch.compile(ts.batch_loss, dynamic=True)
+cm = torch.compile(ts.batch_loss, dynamic=False)
 b = batch(192, 384)
 def cstep():
     with torch.autocast("cuda", dtype=torch.bfloat16):

@@ -19,11 +19,11 @@ if [ "${RESUME:-0}" = 1 ] && [ ! -f "$W/ckpt/train_state.pt" ] && [ -f .train/ck
 fi
 [ -f "$W/heldout/examples-0.jsonl" ] || $NODE dist/scripts/train/world-stills.js --held-out --seed 1 --start 0 --count 96 --out "$W/heldout"
 
-# ten writers, each a run of 400-image shards of its own seed, until 300 shards (120,000 images, the store's
+# twelve writers, each a run of 400-image shards of its own seed, until 300 shards (120,000 images, the store's
 # capacity; ~17 GB of disk) exist; a later run on the same machine reuses them
 have=$(ls "$W/data" | wc -l)
-per=$(( (300 - have) / 10 ))
-for p in $(seq 0 9); do
+per=$(( (300 - have) / 12 ))
+for p in $(seq 0 11); do
   [ "$per" -gt 0 ] || break
   seed=$(( ${SEED_BASE:-100} + p ))
   ( for k in $(seq 0 $((per - 1))); do
