@@ -346,6 +346,9 @@ def main(argv: list[str]) -> int:
         found = sorted(glob.glob(f"{args.data}/*/examples-*.jsonl"))
         if found:
             first = found[0]
+        elif time.time() - started > 180:
+            print(f"no shard in {args.data} after 180 s: are the writers (world-stills.js) running?", flush=True)
+            return 1
         else:
             time.sleep(0.5)
     if args.resume and (ckpt / "tokenizer_config.json").exists():
