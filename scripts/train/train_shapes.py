@@ -101,6 +101,16 @@ def make_model(tokenizer):
     return model
 
 
+def sinusoids(positions: torch.Tensor, d: int) -> torch.Tensor:
+    """A transformer's sinusoidal encoding of `positions` in d dimensions (sin in even, cos in odd columns)."""
+    rate = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    angles = positions[:, None] * rate
+    ruler = torch.zeros(len(positions), d)
+    ruler[:, 0::2] = torch.sin(angles)[:, : (d + 1) // 2]
+    ruler[:, 1::2] = torch.cos(angles)[:, : d // 2]
+    return ruler
+
+
 def init_loc_embeddings(model, tokenizer) -> None:
     """Starts <loc_0>..<loc_999> from sinusoids of their bin (as a transformer's position encoding), at the scale of
     the other embeddings' initialisation, so that neighbouring bins start alike: the shared embedding is also the
@@ -108,12 +118,7 @@ def init_loc_embeddings(model, tokenizer) -> None:
     unrelated vectors. Only the initialisation; the model is HF's own."""
     weight = model.get_input_embeddings().weight
     ids = torch.tensor(tokenizer.convert_tokens_to_ids([f"<loc_{i}>" for i in range(1000)]))
-    d = weight.shape[1]
-    position = torch.arange(1000, dtype=torch.float32).unsqueeze(1)
-    rate = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
-    ruler = torch.zeros(1000, d)
-    ruler[:, 0::2] = torch.sin(position * rate)
-    ruler[:, 1::2] = torch.cos(position * rate)
+    ruler = sinusoids(torch.arange(1000, dtype=torch.float32), weight.shape[1])
     with torch.no_grad():
         weight[ids] = ruler * (weight.std() / ruler.std()) + 0.25 * weight[ids]
 
@@ -128,12 +133,8 @@ def init_image_positions(model) -> None:
     for table in (embed.row_embeddings.weight, embed.column_embeddings.weight):
         n, d = table.shape
         centre = (torch.arange(n, dtype=torch.float32) + 0.5) * (1000.0 / cells)
-        rate = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
-        ruler = torch.zeros(n, d)
-        ruler[:, 0::2] = torch.sin(centre[:, None] * rate)[:, : (d + 1) // 2]
-        ruler[:, 1::2] = torch.cos(centre[:, None] * rate)[:, : d // 2]
         with torch.no_grad():
-            table.copy_(ruler)
+            table.copy_(sinusoids(centre, d))
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -443,8 +444,8 @@ def main(argv: list[str]) -> int:
             recent = [v for v in losses[-300:] if v == v]
             ms = np.median(parts[-10:], axis=0) if parts else [0, 0, 0]
             print(f"step {state['step']} loss {np.mean(recent):.4f} lr {lr:.2e} images {store.count} examples "
-                  f"{store.n_examples} (skipped {store.skipped}) run {ran:.0f}s total {state['trained_s'] + ran:.0f}s; ms per step: data "
-                  f"{ms[0]:.0f} forward {ms[1]:.0f} backward+step {ms[2]:.0f}", flush=True)
+                  f"{store.n_examples} (skipped {store.skipped}) run {ran:.0f}s total {state['trained_s'] + ran:.0f}s; "
+                  f"ms per step: data {ms[0]:.0f} forward {ms[1]:.0f} backward+step {ms[2]:.0f}", flush=True)
             last_log = now
     state["trained_s"] += time.time() - run_start
     store.stop = True
