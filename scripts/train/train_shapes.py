@@ -142,6 +142,56 @@ def init_image_positions(model) -> None:
 PROMPT_MAX = 40  # prompt tokens (the world's longest are about 30) and answer tokens (about 90): fixed shapes, so
 TARGET_MAX = 128  # a compiled step never recompiles; longer examples are skipped and counted
 EXAMPLES_MAX = 24  # examples of one image (the world makes 15 or 16)
+CELLS = SIDE // 32  # the image tokens after the first are a CELLS x CELLS grid, row by row
+COLOUR_CLASSES = ["red", "green", "blue", "yellow", "purple", "orange"]  # class 0: nothing, last: a word
+SHAPE_CLASSES = ["circle", "square", "triangle", "star"]
+
+
+def cell_targets(truth: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training-only targets for the auxiliary loss (AuxHead) of one image, per grid cell: the colour class and the
+    shape class of the object whose box holds the cell's centre (or whose box's centre lies in the cell), and that
+    box's edges relative to the cell's centre as fractions of the image (left, top, right, bottom)."""
+    w, h = truth["width"], truth["height"]
+    centres = (np.arange(CELLS) + 0.5) / CELLS
+    cx = np.tile(centres, CELLS) * w
+    cy = np.repeat(centres, CELLS) * h
+    colour = np.zeros(CELLS * CELLS, dtype=np.int8)
+    shape = np.zeros(CELLS * CELLS, dtype=np.int8)
+    box = np.zeros((CELLS * CELLS, 4), dtype=np.float16)
+    objects = [(COLOUR_CLASSES.index(s["colour"]) + 1, SHAPE_CLASSES.index(s["shape"]) + 1, s["box"])
+               for s in truth["shapes"]]
+    objects += [(len(COLOUR_CLASSES) + 1, len(SHAPE_CLASSES) + 1, wd["box"]) for wd in truth["words"]]
+    for c, k, (x1, y1, x2, y2) in objects:
+        inside = (cx >= x1) & (cx <= x2) & (cy >= y1) & (cy <= y2)
+        col = min(CELLS - 1, int((x1 + x2) / 2 / w * CELLS))
+        row = min(CELLS - 1, int((y1 + y2) / 2 / h * CELLS))
+        inside[row * CELLS + col] = True
+        colour[inside] = c
+        shape[inside] = k
+        box[inside] = np.stack([(cx[inside] - x1) / w, (cy[inside] - y1) / h, (x2 - cx[inside]) / w,
+                                (y2 - cy[inside]) / h], axis=1)
+    return colour, shape, box
+
+
+class AuxHead(torch.nn.Module):
+    """Training only, never exported: reads each grid cell's projected image feature (what the language model sees)
+    and predicts cell_targets. Its loss gives the vision tower a direct, dense signal about what is where from the
+    first step, instead of only through the decoder's answers."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.colour = torch.nn.Linear(d, len(COLOUR_CLASSES) + 2)
+        self.shape = torch.nn.Linear(d, len(SHAPE_CLASSES) + 2)
+        self.box = torch.nn.Linear(d, 4)
+
+    def forward(self, cells: torch.Tensor, colour: torch.Tensor, shape: torch.Tensor, box: torch.Tensor):
+        cells = cells.float()
+        ce = torch.nn.functional.cross_entropy
+        loss = (ce(self.colour(cells).flatten(0, 1), colour.flatten())
+                + ce(self.shape(cells).flatten(0, 1), shape.flatten()))
+        occupied = (colour > 0).unsqueeze(-1).float()
+        l1 = ((self.box(cells) - box).abs() * occupied).sum() / occupied.sum().clamp(min=1.0) / 4
+        return loss + 10.0 * l1
 
 
 class Store:
@@ -157,6 +207,9 @@ class Store:
         self.targets = torch.full((ex_capacity, TARGET_MAX), -100, dtype=torch.int16, device=device)
         self.ex_start = torch.zeros(capacity, dtype=torch.long, device=device)
         self.ex_count = torch.zeros(capacity, dtype=torch.long, device=device)
+        self.cell_colour = torch.zeros((capacity, CELLS * CELLS), dtype=torch.int8, device=device)
+        self.cell_shape = torch.zeros((capacity, CELLS * CELLS), dtype=torch.int8, device=device)
+        self.cell_box = torch.zeros((capacity, CELLS * CELLS, 4), dtype=torch.float16, device=device)
         self.count = 0
         self.n_examples = 0
         self.skipped = 0
@@ -200,6 +253,7 @@ class Store:
                     t_arr[row, :len(t_ids[k])] = t_ids[k]
                     per_image[owner[k]] += 1
                 starts = self.n_examples + np.concatenate([[0], np.cumsum(per_image)[:-1]])
+                cells = [cell_targets(r["truth"]) for r in records]
                 start = self.count
                 n = self.n_examples
                 self.images[start:start + len(arrays)] = torch.from_numpy(np.stack(arrays)).to(self.device)
@@ -207,6 +261,8 @@ class Store:
                 self.targets[n:n + len(keep)] = torch.from_numpy(t_arr).to(self.device)
                 self.ex_start[start:start + len(arrays)] = torch.from_numpy(starts).to(self.device)
                 self.ex_count[start:start + len(arrays)] = torch.from_numpy(per_image).to(self.device)
+                for slot, part in enumerate((self.cell_colour, self.cell_shape, self.cell_box)):
+                    part[start:start + len(arrays)] = torch.from_numpy(np.stack([c[slot] for c in cells])).to(self.device)
                 if self.device.type == "cuda":
                     torch.cuda.current_stream(self.device).synchronize()  # written before sample() can pick them
                 with self.lock:
@@ -247,19 +303,26 @@ def collate(store: Store, picked, rows, row_image, image_token_id: int):
     decoder_input_ids = torch.cat([torch.full((len(rows), 1), EOS, dtype=torch.long, device=device),
                                    labels[:, :-1].masked_fill(labels[:, :-1] == -100, PAD)], dim=1)
     return dict(pixel_values=pixel_values, row_image=row_image, input_ids=input_ids,
-                attention_mask=(input_ids != PAD).long(), decoder_input_ids=decoder_input_ids, labels=labels)
+                attention_mask=(input_ids != PAD).long(), decoder_input_ids=decoder_input_ids, labels=labels,
+                cell_colour=store.cell_colour[picked].long(), cell_shape=store.cell_shape[picked].long(),
+                cell_box=store.cell_box[picked].float())
 
 
-def batch_loss(model, batch: dict) -> torch.Tensor:
+def batch_loss(model, aux, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Florence2ForConditionalGeneration's own loss, with each image's features computed once and placed into every
     row that asks about that image: exactly what the model's forward does with pixel_values (the image features
-    replace the <image> placeholders of the input embeddings), without running the vision tower per row."""
-    features = florence_export.image_features(model, batch["pixel_values"])[batch["row_image"]]
+    replace the <image> placeholders of the input embeddings), without running the vision tower per row; and the
+    auxiliary head's loss on the same features (zero without a head)."""
+    per_image = florence_export.image_features(model, batch["pixel_values"])
+    features = per_image[batch["row_image"]]
     embeds = model.get_input_embeddings()(batch["input_ids"])
     mask = (batch["input_ids"] == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
     embeds = embeds.masked_scatter(mask, features.to(embeds.dtype))
-    return model(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
-                 decoder_input_ids=batch["decoder_input_ids"], labels=batch["labels"]).loss
+    lm = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+               decoder_input_ids=batch["decoder_input_ids"], labels=batch["labels"]).loss
+    if aux is None:
+        return lm, torch.zeros_like(lm)
+    return lm, aux(per_image[:, 1:], batch["cell_colour"], batch["cell_shape"], batch["cell_box"])
 
 
 def check_prompt_layout(processor, store: Store):
@@ -324,6 +387,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--compile-mode", default="default", help="torch.compile mode: default, reduce-overhead (CUDA "
                     "graphs), max-autotune-no-cudagraphs")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--aux-weight", type=float, default=1.0, help="weight of the auxiliary per-cell loss (AuxHead, "
+                    "training only); 0 turns it off")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--capacity", type=int, default=120_000)
     ap.add_argument("--seed", type=int, default=1234)
@@ -378,6 +443,14 @@ def main(argv: list[str]) -> int:
             opt.load_state_dict(saved["opt"])
         state = {"step": saved["step"], "trained_s": saved["trained_s"]}
         print(f"resumed at step {state['step']}, {state['trained_s']:.0f}s trained", flush=True)
+    aux = aux_opt = None
+    if args.aux_weight > 0:
+        aux = AuxHead(model.config.text_config.d_model).to(device)
+        aux_opt = torch.optim.AdamW(aux.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01,
+                                    fused=device.type == "cuda")
+        if args.resume and (ckpt / "train_state.pt").exists() and "aux" in saved:
+            aux.load_state_dict(saved["aux"])
+            aux_opt.load_state_dict(saved["aux_opt"])
     params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {params / 1e6:.2f} M", flush=True)
 
@@ -398,6 +471,7 @@ def main(argv: list[str]) -> int:
     run_start = time.time()
     last_log = run_start
     losses = []
+    aux_losses = []
     parts: list[np.ndarray] = []
     # every batch has the same shapes (fixed rows, PROMPT_MAX, TARGET_MAX), so a compiled step compiles once
     step_loss = torch.compile(batch_loss, dynamic=False, mode=args.compile_mode) if args.compile else batch_loss
@@ -408,7 +482,7 @@ def main(argv: list[str]) -> int:
             break
         progress = min(1.0, (state["trained_s"] + ran) / args.total_seconds)
         lr = args.lr * min(1.0, (state["step"] + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-        for g in opt.param_groups:
+        for g in opt.param_groups + (aux_opt.param_groups if aux_opt else []):
             g["lr"] = lr
         timing = state["step"] % 50 == 0  # every 50th step is synchronised and timed part by part
         marks = [time.time()]
@@ -419,37 +493,46 @@ def main(argv: list[str]) -> int:
             marks.append(time.time())
         with torch.autocast(device.type, dtype=torch.bfloat16):
             try:
-                loss = step_loss(model, batch)
+                lm_loss, aux_loss = step_loss(model, aux, batch)
             except Exception as error:  # a compiler fault must not cost the device run: carry on uncompiled
                 if step_loss is batch_loss:
                     raise
                 print(f"torch.compile failed ({type(error).__name__}: {str(error)[:300]}); training uncompiled",
                       flush=True)
                 step_loss = batch_loss
-                loss = step_loss(model, batch)
+                lm_loss, aux_loss = step_loss(model, aux, batch)
+            loss = lm_loss + args.aux_weight * aux_loss
         if timing:
             sync()
             marks.append(time.time())
         opt.zero_grad(set_to_none=True)
+        if aux_opt:
+            aux_opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if aux_opt:
+            aux_opt.step()
         if timing:
             sync()
             marks.append(time.time())
             parts.append(np.diff(marks) * 1000)
         state["step"] += 1
-        losses.append(loss.item() if state["step"] % 10 == 0 else float("nan"))
+        if state["step"] % 10 == 0:
+            losses.append(lm_loss.item())
+            aux_losses.append(aux_loss.item())
         if now - last_log > 30:
-            recent = [v for v in losses[-300:] if v == v]
+            recent = losses[-30:]
             ms = np.median(parts[-10:], axis=0) if parts else [0, 0, 0]
-            print(f"step {state['step']} loss {np.mean(recent):.4f} lr {lr:.2e} images {store.count} examples "
+            print(f"step {state['step']} loss {np.mean(recent):.4f} aux {np.mean(aux_losses[-30:]):.4f} lr {lr:.2e} "
+                  f"images {store.count} examples "
                   f"{store.n_examples} (skipped {store.skipped}) run {ran:.0f}s total {state['trained_s'] + ran:.0f}s; "
                   f"ms per step: data {ms[0]:.0f} forward {ms[1]:.0f} backward+step {ms[2]:.0f}", flush=True)
             last_log = now
     state["trained_s"] += time.time() - run_start
     store.stop = True
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), **state}, ckpt / "train_state.pt")
+    extra = {"aux": aux.state_dict(), "aux_opt": aux_opt.state_dict()} if aux else {}
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), **extra, **state}, ckpt / "train_state.pt")
     model.save_pretrained(str(ckpt / "hf"), safe_serialization=True)
     processor.save_pretrained(str(ckpt / "hf"))
     print(f"saved step {state['step']} after {state['trained_s']:.0f}s of training "
