@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # One device run of the florence-2-shapes recipe (see scripts/train/README.md). On the GPU machine, from the repo:
-#   SEED_BASE=100 SECONDS_TO_TRAIN=120 RESUME=0 FINISH=0 [TRAIN_ARGS="--compile --lr 6e-4"] bash scripts/train/remote_train.sh
+#   SEED_BASE=100 SECONDS_TO_TRAIN=120 RESUME=0 FINISH=0 [STAGE1_SECONDS=60] [INIT=ckpt.tar] [TRAIN_ARGS="--lr 6e-4"] \
+#     bash scripts/train/remote_train.sh
+# STAGE1_SECONDS (with RESUME=0): first train only the vision tower and projector with the auxiliary loss
+# (train_shapes.py --vision-only), then the whole model from there. INIT (with RESUME=1 on a fresh machine): the
+# checkpoint tar to start from (default .train/ckpt-small.tar).
 # Needs .devcarry/world.tar.xz (scripts/train/make-world-carry.sh), dist/src and dist/scripts carried.
 # Leaves the checkpoint in /tmp/shapes/ckpt (a following run on the same warm machine resumes from it; a fresh
 # machine resumes from a carried .train/ckpt-small.tar) and copies to $OUT: the log, ckpt-small.tar (bf16
@@ -14,8 +18,9 @@ echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader)
 [ -x "$W/node" ] || tar xJf .devcarry/world.tar.xz -C "$W"
 rm -rf node_modules && ln -s "$W/node_modules" node_modules
 NODE=$W/node
-if [ "${RESUME:-0}" = 1 ] && [ ! -f "$W/ckpt/train_state.pt" ] && [ -f .train/ckpt-small.tar ]; then
-  echo "fresh machine: resuming from the carried checkpoint"; tar xf .train/ckpt-small.tar -C "$W/ckpt"
+INIT=${INIT:-.train/ckpt-small.tar}
+if [ "${RESUME:-0}" = 1 ] && [ ! -f "$W/ckpt/train_state.pt" ] && [ -f "$INIT" ]; then
+  echo "fresh machine: resuming from $INIT"; tar xf "$INIT" -C "$W/ckpt"
 fi
 [ -f "$W/heldout/examples-0.jsonl" ] || $NODE dist/scripts/train/world-stills.js --held-out --seed 1 --start 0 --count 96 --out "$W/heldout"
 
@@ -32,6 +37,12 @@ for p in $(seq 0 11); do
 done
 resume=()
 [ "${RESUME:-0}" = 1 ] && resume=(--resume)
+if [ "${RESUME:-0}" != 1 ] && [ "${STAGE1_SECONDS:-0}" != 0 ]; then
+  PYTHONUNBUFFERED=1 python3 scripts/train/train_shapes.py --data "$W/data" --heldout "$W/heldout" --ckpt "$W/ckpt" \
+    --vision-only --seconds "$STAGE1_SECONDS" ${STAGE1_ARGS:-}
+  echo "stage 1 rc=$?"
+  resume=(--resume)
+fi
 PYTHONUNBUFFERED=1 python3 scripts/train/train_shapes.py --data "$W/data" --heldout "$W/heldout" --ckpt "$W/ckpt" \
   --seconds "${SECONDS_TO_TRAIN:-300}" --total-seconds "${TOTAL_SECONDS:-1000}" "${resume[@]}" ${TRAIN_ARGS:-}
 echo "train rc=$?"
@@ -40,7 +51,8 @@ python3 - "$W/ckpt" <<'PY'
 import sys, torch
 ck = sys.argv[1]
 s = torch.load(f"{ck}/train_state.pt", map_location="cpu")
-torch.save({"model": {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in s["model"].items()},
+small = lambda state: {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
+torch.save({"model": small(s["model"]), **({"aux": small(s["aux"])} if "aux" in s else {}),
             "step": s["step"], "trained_s": s["trained_s"]}, f"{ck}/weights-bf16.pt")
 PY
 ( cd "$W/ckpt" && cp weights-bf16.pt /tmp/train_state.pt && tar cf "$OUT/ckpt-small.tar" -C /tmp train_state.pt \

@@ -145,32 +145,38 @@ EXAMPLES_MAX = 24  # examples of one image (the world makes 15 or 16)
 CELLS = SIDE // 32  # the image tokens after the first are a CELLS x CELLS grid, row by row
 COLOUR_CLASSES = ["red", "green", "blue", "yellow", "purple", "orange"]  # class 0: nothing, last: a word
 SHAPE_CLASSES = ["circle", "square", "triangle", "star"]
+WORD_CLASSES = ("STOP EXIT OPEN PARK GATE DOOR SHOP CAFE TAXI HOTEL POLICE BUS TRAIN BANK PUSH PULL WAIT SLOW LEFT "
+                "RIGHT NORTH SOUTH EAST WEST ZONE AREA DOCK LOAD FIRE WATER POWER GAS").split()  # the world's 32; 0: none
 
 
-def cell_targets(truth: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Training-only targets for the auxiliary loss (AuxHead) of one image, per grid cell: the colour class and the
-    shape class of the object whose box holds the cell's centre (or whose box's centre lies in the cell), and that
-    box's edges relative to the cell's centre as fractions of the image (left, top, right, bottom)."""
+def cell_targets(truth: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Training-only targets for the auxiliary loss (AuxHead) of one image, per grid cell: the colour class, the
+    shape class and the word class of the object whose box holds the cell's centre (or whose box's centre lies in
+    the cell), and that box's edges relative to the cell's centre as fractions of the image (left, top, right,
+    bottom). In this world a shape's polygon follows from its shape and box, so these say all an answer needs."""
     w, h = truth["width"], truth["height"]
     centres = (np.arange(CELLS) + 0.5) / CELLS
     cx = np.tile(centres, CELLS) * w
     cy = np.repeat(centres, CELLS) * h
     colour = np.zeros(CELLS * CELLS, dtype=np.int8)
     shape = np.zeros(CELLS * CELLS, dtype=np.int8)
+    word = np.zeros(CELLS * CELLS, dtype=np.int8)
     box = np.zeros((CELLS * CELLS, 4), dtype=np.float16)
-    objects = [(COLOUR_CLASSES.index(s["colour"]) + 1, SHAPE_CLASSES.index(s["shape"]) + 1, s["box"])
+    objects = [(COLOUR_CLASSES.index(s["colour"]) + 1, SHAPE_CLASSES.index(s["shape"]) + 1, 0, s["box"])
                for s in truth["shapes"]]
-    objects += [(len(COLOUR_CLASSES) + 1, len(SHAPE_CLASSES) + 1, wd["box"]) for wd in truth["words"]]
-    for c, k, (x1, y1, x2, y2) in objects:
+    objects += [(len(COLOUR_CLASSES) + 1, len(SHAPE_CLASSES) + 1, WORD_CLASSES.index(wd["text"]) + 1, wd["box"])
+                for wd in truth["words"]]
+    for c, k, t, (x1, y1, x2, y2) in objects:
         inside = (cx >= x1) & (cx <= x2) & (cy >= y1) & (cy <= y2)
         col = min(CELLS - 1, int((x1 + x2) / 2 / w * CELLS))
         row = min(CELLS - 1, int((y1 + y2) / 2 / h * CELLS))
         inside[row * CELLS + col] = True
         colour[inside] = c
         shape[inside] = k
+        word[inside] = t
         box[inside] = np.stack([(cx[inside] - x1) / w, (cy[inside] - y1) / h, (x2 - cx[inside]) / w,
                                 (y2 - cy[inside]) / h], axis=1)
-    return colour, shape, box
+    return colour, shape, word, box
 
 
 class AuxHead(torch.nn.Module):
@@ -182,13 +188,16 @@ class AuxHead(torch.nn.Module):
         super().__init__()
         self.colour = torch.nn.Linear(d, len(COLOUR_CLASSES) + 2)
         self.shape = torch.nn.Linear(d, len(SHAPE_CLASSES) + 2)
+        self.word = torch.nn.Linear(d, len(WORD_CLASSES) + 1)
         self.box = torch.nn.Linear(d, 4)
 
-    def forward(self, cells: torch.Tensor, colour: torch.Tensor, shape: torch.Tensor, box: torch.Tensor):
+    def forward(self, cells: torch.Tensor, colour: torch.Tensor, shape: torch.Tensor, word: torch.Tensor,
+                box: torch.Tensor):
         cells = cells.float()
         ce = torch.nn.functional.cross_entropy
         loss = (ce(self.colour(cells).flatten(0, 1), colour.flatten())
-                + ce(self.shape(cells).flatten(0, 1), shape.flatten()))
+                + ce(self.shape(cells).flatten(0, 1), shape.flatten())
+                + ce(self.word(cells).flatten(0, 1), word.flatten()))
         occupied = (colour > 0).unsqueeze(-1).float()
         l1 = ((self.box(cells) - box).abs() * occupied).sum() / occupied.sum().clamp(min=1.0) / 4
         return loss + 10.0 * l1
@@ -209,6 +218,7 @@ class Store:
         self.ex_count = torch.zeros(capacity, dtype=torch.long, device=device)
         self.cell_colour = torch.zeros((capacity, CELLS * CELLS), dtype=torch.int8, device=device)
         self.cell_shape = torch.zeros((capacity, CELLS * CELLS), dtype=torch.int8, device=device)
+        self.cell_word = torch.zeros((capacity, CELLS * CELLS), dtype=torch.int8, device=device)
         self.cell_box = torch.zeros((capacity, CELLS * CELLS, 4), dtype=torch.float16, device=device)
         self.count = 0
         self.n_examples = 0
@@ -261,8 +271,9 @@ class Store:
                 self.targets[n:n + len(keep)] = torch.from_numpy(t_arr).to(self.device)
                 self.ex_start[start:start + len(arrays)] = torch.from_numpy(starts).to(self.device)
                 self.ex_count[start:start + len(arrays)] = torch.from_numpy(per_image).to(self.device)
-                for slot, part in enumerate((self.cell_colour, self.cell_shape, self.cell_box)):
-                    part[start:start + len(arrays)] = torch.from_numpy(np.stack([c[slot] for c in cells])).to(self.device)
+                for slot, part in enumerate((self.cell_colour, self.cell_shape, self.cell_word, self.cell_box)):
+                    values = np.stack([c[slot] for c in cells])
+                    part[start:start + len(arrays)] = torch.from_numpy(values).to(self.device)
                 if self.device.type == "cuda":
                     torch.cuda.current_stream(self.device).synchronize()  # written before sample() can pick them
                 with self.lock:
@@ -292,10 +303,15 @@ class Store:
         return picked, rows, row_image
 
 
+def pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 N x H x W x 3 to the processor's normalised N x 3 x H x W."""
+    device = images.device
+    return ((images.permute(0, 3, 1, 2).float() / 255.0) - MEAN.to(device)) / STD.to(device)
+
+
 def collate(store: Store, picked, rows, row_image, image_token_id: int):
     device = store.device
-    img = store.images[picked]
-    pixel_values = ((img.permute(0, 3, 1, 2).float() / 255.0) - MEAN.to(device)) / STD.to(device)
+    pixel_values = pixels(store.images[picked])
     prompts = store.prompts[rows].long()
     labels = store.targets[rows].long()
     input_ids = torch.cat([torch.full((len(rows), IMAGE_TOKENS), image_token_id, dtype=torch.long, device=device),
@@ -304,8 +320,12 @@ def collate(store: Store, picked, rows, row_image, image_token_id: int):
                                    labels[:, :-1].masked_fill(labels[:, :-1] == -100, PAD)], dim=1)
     return dict(pixel_values=pixel_values, row_image=row_image, input_ids=input_ids,
                 attention_mask=(input_ids != PAD).long(), decoder_input_ids=decoder_input_ids, labels=labels,
-                cell_colour=store.cell_colour[picked].long(), cell_shape=store.cell_shape[picked].long(),
-                cell_box=store.cell_box[picked].float())
+                **cell_batch(store, picked))
+
+
+def cell_batch(store: Store, picked) -> dict:
+    return dict(cell_colour=store.cell_colour[picked].long(), cell_shape=store.cell_shape[picked].long(),
+                cell_word=store.cell_word[picked].long(), cell_box=store.cell_box[picked].float())
 
 
 def batch_loss(model, aux, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -322,7 +342,17 @@ def batch_loss(model, aux, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
                decoder_input_ids=batch["decoder_input_ids"], labels=batch["labels"]).loss
     if aux is None:
         return lm, torch.zeros_like(lm)
-    return lm, aux(per_image[:, 1:], batch["cell_colour"], batch["cell_shape"], batch["cell_box"])
+    return lm, aux_loss_of(aux, per_image, batch)
+
+
+def aux_loss_of(aux, per_image: torch.Tensor, batch: dict) -> torch.Tensor:
+    return aux(per_image[:, 1:], batch["cell_colour"], batch["cell_shape"], batch["cell_word"], batch["cell_box"])
+
+
+def vision_loss(model, aux, batch: dict) -> torch.Tensor:
+    """The auxiliary loss alone, for --vision-only: the vision tower and projector learn what is where before the
+    language model is trained at all."""
+    return aux_loss_of(aux, florence_export.image_features(model, batch["pixel_values"]), batch)
 
 
 def check_prompt_layout(processor, store: Store):
@@ -370,6 +400,86 @@ def quick_eval(model, store: Store, records: list[dict], processor, device, per_
     return scores
 
 
+@torch.no_grad()
+def cell_accuracy(model, aux, records: list[dict], device) -> dict:
+    """The auxiliary head on held-out images: the share of occupied cells whose colour, shape and word classes it
+    gets right, and its box edges' mean error in pixels of a 1000-wide image (a <loc_N> bin is 1)."""
+    model.eval()
+    hits = np.zeros(3)
+    occupied = 0
+    box_error = 0.0
+    for i in range(0, len(records), 32):
+        chunk = records[i:i + 32]
+        pv = pixels(torch.from_numpy(np.stack([r["_array"] for r in chunk])).to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            cells = florence_export.image_features(model, pv)[:, 1:].float()
+        for j, r in enumerate(chunk):
+            colour, shape, word, box = cell_targets(r["truth"])
+            on = colour > 0
+            guesses = [head(cells[j]).argmax(-1) for head in (aux.colour, aux.shape, aux.word)]
+            for k, (guess, truth) in enumerate(zip(guesses, (colour, shape, word))):
+                hits[k] += (guess.cpu().numpy()[on] == truth[on]).sum()
+            occupied += on.sum()
+            box_error += (aux.box(cells[j]).cpu().numpy()[on] - box[on].astype(np.float32)).__abs__().sum() * 1000 / 4
+    model.train()
+    n = max(occupied, 1)
+    return {"colour": hits[0] / n, "shape": hits[1] / n, "word": hits[2] / n, "box_error_bins": box_error / n}
+
+
+def pretrain_vision(args, model, aux, store: Store, heldout: list[dict], gen, ckpt: Path, device) -> int:
+    """--vision-only (stage 1): the vision tower and projector, with the auxiliary head, learn what is where; the
+    language model is not touched. Saves the whole model (text side as initialised) at step 0 for the full training
+    to resume from (train_state.pt without an optimiser: stage 2 starts its own warm-up and schedule)."""
+    params = list(model.model.vision_tower.parameters()) + list(model.model.multi_modal_projector.parameters())
+    opt = torch.optim.AdamW(params + list(aux.parameters()), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01,
+                            fused=device.type == "cuda")
+    step_loss = torch.compile(vision_loss, dynamic=False, mode=args.compile_mode) if args.compile else vision_loss
+    done = 0
+    if (ckpt / "vision_state.pt").exists():  # a stage 1 cut short continues
+        saved = torch.load(ckpt / "vision_state.pt", map_location=device)
+        model.load_state_dict(saved["model"])
+        aux.load_state_dict(saved["aux"])
+        opt.load_state_dict(saved["opt"])
+        done = saved["step"]
+        print(f"stage 1 resumed at step {done}", flush=True)
+    model.train()
+    start = last_log = time.time()
+    losses = []
+    step = done
+    while time.time() - start < args.seconds:
+        progress = min(1.0, (time.time() - start) / args.seconds)
+        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with store.lock:
+            count = store.count
+        picked = torch.randint(0, count, (args.batch,), device=device, generator=gen)
+        batch = dict(pixel_values=pixels(store.images[picked]), **cell_batch(store, picked))
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = step_loss(model, aux, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % 10 == 0:
+            losses.append(loss.item())
+        if time.time() - last_log > 60 and losses:
+            print(f"stage 1 step {step} aux loss {np.mean(losses[-30:]):.4f} lr {lr:.2e} images {store.count} "
+                  f"run {time.time() - start:.0f}s", flush=True)
+            last_log = time.time()
+    store.stop = True
+    torch.save({"model": model.state_dict(), "aux": aux.state_dict(), "opt": opt.state_dict(), "step": step},
+               ckpt / "vision_state.pt")
+    torch.save({"model": model.state_dict(), "aux": aux.state_dict(), "step": 0, "trained_s": 0.0,
+                "vision_steps": step}, ckpt / "train_state.pt")
+    print(f"stage 1 saved after {step} steps ({step * args.batch} images)", flush=True)
+    if heldout:
+        print("held-out cells:", json.dumps(cell_accuracy(model, aux, heldout, device)), flush=True)
+    store.pool.terminate()
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------- main
 
 def main(argv: list[str]) -> int:
@@ -389,6 +499,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--aux-weight", type=float, default=1.0, help="weight of the auxiliary per-cell loss (AuxHead, "
                     "training only); 0 turns it off")
+    ap.add_argument("--vision-only", action="store_true", help="stage 1: train only the vision tower and projector "
+                    "with the auxiliary loss, then save a checkpoint for the full training to resume from")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--capacity", type=int, default=120_000)
     ap.add_argument("--seed", type=int, default=1234)
@@ -450,7 +562,8 @@ def main(argv: list[str]) -> int:
                                     fused=device.type == "cuda")
         if args.resume and (ckpt / "train_state.pt").exists() and "aux" in saved:
             aux.load_state_dict(saved["aux"])
-            aux_opt.load_state_dict(saved["aux_opt"])
+            if "aux_opt" in saved:
+                aux_opt.load_state_dict(saved["aux_opt"])
     params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {params / 1e6:.2f} M", flush=True)
 
@@ -467,6 +580,8 @@ def main(argv: list[str]) -> int:
                 r["_array"] = load_resized(f"{args.heldout}/{r['file']}")
                 heldout.append(r)
 
+    if args.vision_only:
+        return pretrain_vision(args, model, aux, store, heldout, gen, ckpt, device)
     model.train()
     run_start = time.time()
     last_log = run_start
@@ -521,7 +636,7 @@ def main(argv: list[str]) -> int:
         if state["step"] % 10 == 0:
             losses.append(lm_loss.item())
             aux_losses.append(aux_loss.item())
-        if now - last_log > 30:
+        if now - last_log > 30 and losses:
             recent = losses[-30:]
             ms = np.median(parts[-10:], axis=0) if parts else [0, 0, 0]
             print(f"step {state['step']} loss {np.mean(recent):.4f} aux {np.mean(aux_losses[-30:]):.4f} lr {lr:.2e} "
@@ -538,6 +653,8 @@ def main(argv: list[str]) -> int:
     print(f"saved step {state['step']} after {state['trained_s']:.0f}s of training "
           f"({state['step'] * args.batch} examples); images loaded {store.count}", flush=True)
     if heldout:
+        if aux:
+            print("held-out cells:", json.dumps(cell_accuracy(model, aux, heldout, device)), flush=True)
         scores = quick_eval(model, store, heldout, processor, device)
         print("held-out exact-answer rate (greedy):", json.dumps(scores), flush=True)
     store.pool.terminate()
