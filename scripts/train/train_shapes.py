@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train florence-2-shapes: Hugging Face's own Florence2ForConditionalGeneration, small, on the shapes world.
 
-    python3 scripts/train/train_shapes.py --data /tmp/world --ckpt /tmp/ckpt --seconds 480 [--resume]
+    python3 scripts/train/train_shapes.py --data /tmp/world --ckpt /tmp/ckpt --seconds 480 [--resume | --vision-only]
 
 The recipe (scripts/train/README.md has the whole procedure and the times it took):
   - data: shards of stills drawn by the project's generator (node dist/scripts/train/world-stills.js), each image
@@ -21,6 +21,9 @@ The recipe (scripts/train/README.md has the whole procedure and the times it too
     batch 256 rows: 64 images drawn uniformly from those loaded so far, 4 of each image's examples (different tasks)
     per image, its features computed once (batch_loss); bf16 autocast, gradient clip 1.0, seed 1234; the loss
     compiled with torch.compile (--no-compile for eager; a compiler fault falls back to eager).
+  - auxiliary loss (training only, never exported; --aux-weight 1): a linear head on each grid cell's projected image
+    feature predicts the colour, shape and word of the object there and its box edges (AuxHead, cell_targets).
+    Optional stage 1 (--vision-only): the vision tower and projector learn from it alone before the full training.
 Checkpoints (--ckpt): train_state.pt (weights, optimiser, step, seconds trained) plus the tokenizer and
 processor; --resume continues from them.
 """
