@@ -149,7 +149,7 @@ CELLS = SIDE // 32  # the image tokens after the first are a CELLS x CELLS grid,
 COLOUR_CLASSES = ["red", "green", "blue", "yellow", "purple", "orange"]  # class 0: nothing, last: a word
 SHAPE_CLASSES = ["circle", "square", "triangle", "star"]
 WORD_CLASSES = ("STOP EXIT OPEN PARK GATE DOOR SHOP CAFE TAXI HOTEL POLICE BUS TRAIN BANK PUSH PULL WAIT SLOW LEFT "
-                "RIGHT NORTH SOUTH EAST WEST ZONE AREA DOCK LOAD FIRE WATER POWER GAS").split()  # the world's 32; 0: none
+                "RIGHT NORTH SOUTH EAST WEST ZONE AREA DOCK LOAD FIRE WATER POWER GAS").split()  # the world's; 0: none
 
 
 def cell_targets(truth: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -387,7 +387,8 @@ def quick_eval(model, store: Store, records: list[dict], processor, device, per_
         imgs = torch.from_numpy(np.stack([records[i]["_array"] for i, _ in items])).to(device)
         pv = ((imgs.permute(0, 3, 1, 2).float() / 255.0) - MEAN.to(device)) / STD.to(device)
         enc = processor.tokenizer([e["prompt"] for _, e in items], padding=True, return_tensors="pt")
-        ids = torch.cat([torch.full((len(items), IMAGE_TOKENS), processor.tokenizer.image_token_id), enc["input_ids"]], 1)
+        image_ids = torch.full((len(items), IMAGE_TOKENS), processor.tokenizer.image_token_id)
+        ids = torch.cat([image_ids, enc["input_ids"]], 1)
         att = torch.cat([torch.ones((len(items), IMAGE_TOKENS), dtype=torch.long), enc["attention_mask"]], 1)
         with torch.autocast(device.type, dtype=torch.bfloat16):
             out = model.generate(input_ids=ids.to(device), pixel_values=pv, attention_mask=att.to(device),
@@ -401,6 +402,11 @@ def quick_eval(model, store: Store, records: list[dict], processor, device, per_
         print(f"  {task:38s} exact {exact}/{len(items)}   e.g. {texts[0][:110]!r}", flush=True)
     model.train()
     return scores
+
+
+def learning_rate(args, step: int, progress: float) -> float:
+    """Linear warm-up over args.warmup steps, then cosine from args.lr to 5 % of it as progress goes from 0 to 1."""
+    return args.lr * min(1.0, (step + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 @torch.no_grad()
@@ -436,8 +442,7 @@ def pretrain_vision(args, model, aux, store: Store, heldout: list[dict], gen, ck
     params = list(model.model.vision_tower.parameters()) + list(model.model.multi_modal_projector.parameters())
     opt = torch.optim.AdamW(params + list(aux.parameters()), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01,
                             fused=device.type == "cuda")
-    step_loss = torch.compile(vision_loss, dynamic=False, mode=args.compile_mode) if args.compile else vision_loss
-    done = 0
+    done = 0  # uncompiled: stage 1 is short, and compiling would take much of it
     if (ckpt / "vision_state.pt").exists():  # a stage 1 cut short continues
         saved = torch.load(ckpt / "vision_state.pt", map_location=device)
         model.load_state_dict(saved["model"])
@@ -451,7 +456,7 @@ def pretrain_vision(args, model, aux, store: Store, heldout: list[dict], gen, ck
     step = done
     while time.time() - start < args.seconds:
         progress = min(1.0, (time.time() - start) / args.seconds)
-        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+        lr = learning_rate(args, step, progress)
         for g in opt.param_groups:
             g["lr"] = lr
         with store.lock:
@@ -459,7 +464,7 @@ def pretrain_vision(args, model, aux, store: Store, heldout: list[dict], gen, ck
         picked = torch.randint(0, count, (args.batch,), device=device, generator=gen)
         batch = dict(pixel_values=pixels(store.images[picked]), **cell_batch(store, picked))
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = step_loss(model, aux, batch)
+            loss = vision_loss(model, aux, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -599,7 +604,7 @@ def main(argv: list[str]) -> int:
         if ran >= args.seconds:
             break
         progress = min(1.0, (state["trained_s"] + ran) / args.total_seconds)
-        lr = args.lr * min(1.0, (state["step"] + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+        lr = learning_rate(args, state["step"], progress)
         for g in opt.param_groups + (aux_opt.param_groups if aux_opt else []):
             g["lr"] = lr
         timing = state["step"] % 50 == 0  # every 50th step is synchronised and timed part by part
@@ -626,7 +631,21 @@ def main(argv: list[str]) -> int:
         opt.zero_grad(set_to_none=True)
         if aux_opt:
             aux_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            loss.backward()
+        except Exception as error:  # the compiled backward can fail too: redo this step uncompiled
+            if step_loss is batch_loss:
+                raise
+            print(f"torch.compile's backward failed ({type(error).__name__}: {str(error)[:300]}); training uncompiled",
+                  flush=True)
+            step_loss = batch_loss
+            opt.zero_grad(set_to_none=True)
+            if aux_opt:
+                aux_opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                lm_loss, aux_loss = step_loss(model, aux, batch)
+                loss = lm_loss + args.aux_weight * aux_loss
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if aux_opt:
