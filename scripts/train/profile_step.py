@@ -22,17 +22,23 @@ dev = torch.device("cuda")
 torch.backends.cuda.matmul.allow_tf32 = True
 tok = fx.make_tokenizer(400, Path("/tmp/prof-tok"), ["A red circle, a blue square and a green star.", "SOUTH BUS", "Locate the objects"] * 50)
 model = ts.make_model(tok).to(dev)
-opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+aux = ts.AuxHead(model.config.text_config.d_model).to(dev)
+opt = torch.optim.AdamW(list(model.parameters()) + list(aux.parameters()), lr=1e-4)
 
 
 def batch(n, side, per_image=4, plen=12, tlen=40):
     tokens = (side // 32) ** 2 + 1
+    images, cells = n // per_image, tokens - 1
     ids = torch.full((n, tokens + plen), 5, dtype=torch.long, device=dev)
     ids[:, :tokens] = tok.image_token_id
-    return dict(pixel_values=torch.randn(n // per_image, 3, side, side, device=dev), input_ids=ids,
+    return dict(pixel_values=torch.randn(images, 3, side, side, device=dev), input_ids=ids,
                 row_image=torch.arange(n, device=dev) // per_image,
                 attention_mask=torch.ones_like(ids), decoder_input_ids=torch.randint(3, 50, (n, tlen), device=dev),
-                labels=torch.randint(3, 50, (n, tlen), device=dev))
+                labels=torch.randint(3, 50, (n, tlen), device=dev),
+                cell_colour=torch.randint(0, 8, (images, cells), device=dev),
+                cell_shape=torch.randint(0, 6, (images, cells), device=dev),
+                cell_word=torch.randint(0, 33, (images, cells), device=dev),
+                cell_box=torch.rand(images, cells, 4, device=dev))
 
 
 def timed(fn, reps=6):
@@ -48,7 +54,7 @@ def timed(fn, reps=6):
 def full_step(b):
     def go():
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = ts.batch_loss(model, b)
+            loss = sum(ts.batch_loss(model, aux, b))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -83,7 +89,7 @@ cm = torch.compile(ts.batch_loss, dynamic=False)
 b = batch(192, 384)
 def cstep():
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = cm(model, b)
+        loss = sum(cm(model, aux, b))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
