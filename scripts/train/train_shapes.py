@@ -385,7 +385,7 @@ def quick_eval(model, store: Store, records: list[dict], processor, device, per_
     for task, items in sorted(by_task.items()):
         items = items[:per_task]
         imgs = torch.from_numpy(np.stack([records[i]["_array"] for i, _ in items])).to(device)
-        pv = ((imgs.permute(0, 3, 1, 2).float() / 255.0) - MEAN.to(device)) / STD.to(device)
+        pv = pixels(imgs)
         enc = processor.tokenizer([e["prompt"] for _, e in items], padding=True, return_tensors="pt")
         image_ids = torch.full((len(items), IMAGE_TOKENS), processor.tokenizer.image_token_id)
         ids = torch.cat([image_ids, enc["input_ids"]], 1)
@@ -402,6 +402,10 @@ def quick_eval(model, store: Store, records: list[dict], processor, device, per_
         print(f"  {task:38s} exact {exact}/{len(items)}   e.g. {texts[0][:110]!r}", flush=True)
     model.train()
     return scores
+
+
+def adamw(params, args, device) -> torch.optim.AdamW:
+    return torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01, fused=device.type == "cuda")
 
 
 def learning_rate(args, step: int, progress: float) -> float:
@@ -429,7 +433,7 @@ def cell_accuracy(model, aux, records: list[dict], device) -> dict:
             for k, (guess, truth) in enumerate(zip(guesses, (colour, shape, word))):
                 hits[k] += (guess.cpu().numpy()[on] == truth[on]).sum()
             occupied += on.sum()
-            box_error += (aux.box(cells[j]).cpu().numpy()[on] - box[on].astype(np.float32)).__abs__().sum() * 1000 / 4
+            box_error += np.abs(aux.box(cells[j]).cpu().numpy()[on] - box[on].astype(np.float32)).sum() * 1000 / 4
     model.train()
     n = max(occupied, 1)
     return {"colour": hits[0] / n, "shape": hits[1] / n, "word": hits[2] / n, "box_error_bins": box_error / n}
@@ -440,10 +444,9 @@ def pretrain_vision(args, model, aux, store: Store, heldout: list[dict], gen, ck
     language model is not touched. Saves the whole model (text side as initialised) at step 0 for the full training
     to resume from (train_state.pt without an optimiser: stage 2 starts its own warm-up and schedule)."""
     params = list(model.model.vision_tower.parameters()) + list(model.model.multi_modal_projector.parameters())
-    opt = torch.optim.AdamW(params + list(aux.parameters()), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01,
-                            fused=device.type == "cuda")
+    opt = adamw(params + list(aux.parameters()), args, device)
     done = 0  # uncompiled: stage 1 is short, and compiling would take much of it
-    if (ckpt / "vision_state.pt").exists():  # a stage 1 cut short continues
+    if (ckpt / "vision_state.pt").exists():  # a second stage 1 in the same folder continues the first
         saved = torch.load(ckpt / "vision_state.pt", map_location=device)
         model.load_state_dict(saved["model"])
         aux.load_state_dict(saved["aux"])
@@ -554,8 +557,7 @@ def main(argv: list[str]) -> int:
         init_image_positions(model)
     model = model.to(device)
     state = {"step": 0, "trained_s": 0.0}
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01,
-                            fused=device.type == "cuda")
+    opt = adamw(model.parameters(), args, device)
     if args.resume and (ckpt / "train_state.pt").exists():
         saved = torch.load(ckpt / "train_state.pt", map_location=device)
         model.load_state_dict(saved["model"])
@@ -566,8 +568,7 @@ def main(argv: list[str]) -> int:
     aux = aux_opt = None
     if args.aux_weight > 0:
         aux = AuxHead(model.config.text_config.d_model).to(device)
-        aux_opt = torch.optim.AdamW(aux.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01,
-                                    fused=device.type == "cuda")
+        aux_opt = adamw(aux.parameters(), args, device)  # its own, so checkpoints without a head still resume
         if args.resume and (ckpt / "train_state.pt").exists() and "aux" in saved:
             aux.load_state_dict(saved["aux"])
             if "aux_opt" in saved:
@@ -595,6 +596,7 @@ def main(argv: list[str]) -> int:
     last_log = run_start
     losses = []
     aux_losses = []
+    optimisers = [opt] + ([aux_opt] if aux_opt else [])
     parts: list[np.ndarray] = []
     # every batch has the same shapes (fixed rows, PROMPT_MAX, TARGET_MAX), so a compiled step compiles once
     step_loss = torch.compile(batch_loss, dynamic=False, mode=args.compile_mode) if args.compile else batch_loss
@@ -605,8 +607,9 @@ def main(argv: list[str]) -> int:
             break
         progress = min(1.0, (state["trained_s"] + ran) / args.total_seconds)
         lr = learning_rate(args, state["step"], progress)
-        for g in opt.param_groups + (aux_opt.param_groups if aux_opt else []):
-            g["lr"] = lr
+        for o in optimisers:
+            for g in o.param_groups:
+                g["lr"] = lr
         timing = state["step"] % 50 == 0  # every 50th step is synchronised and timed part by part
         marks = [time.time()]
         batch = collate(store, *store.sample(args.batch // args.per_image, args.per_image, gen),
@@ -614,42 +617,30 @@ def main(argv: list[str]) -> int:
         if timing:
             sync()
             marks.append(time.time())
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            try:
-                lm_loss, aux_loss = step_loss(model, aux, batch)
-            except Exception as error:  # a compiler fault must not cost the device run: carry on uncompiled
-                if step_loss is batch_loss:
-                    raise
-                print(f"torch.compile failed ({type(error).__name__}: {str(error)[:300]}); training uncompiled",
-                      flush=True)
-                step_loss = batch_loss
-                lm_loss, aux_loss = step_loss(model, aux, batch)
-            loss = lm_loss + args.aux_weight * aux_loss
-        if timing:
-            sync()
-            marks.append(time.time())
-        opt.zero_grad(set_to_none=True)
-        if aux_opt:
-            aux_opt.zero_grad(set_to_none=True)
+        def forward_backward(fn):
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                lm, extra = fn(model, aux, batch)
+            if timing:
+                sync()
+                marks.append(time.time())
+            for o in optimisers:
+                o.zero_grad(set_to_none=True)
+            (lm + args.aux_weight * extra).backward()
+            return lm, extra
+
         try:
-            loss.backward()
-        except Exception as error:  # the compiled backward can fail too: redo this step uncompiled
+            lm_loss, aux_loss = forward_backward(step_loss)
+        except Exception as error:  # a compiler fault (forward or backward) must not cost the device run
             if step_loss is batch_loss:
                 raise
-            print(f"torch.compile's backward failed ({type(error).__name__}: {str(error)[:300]}); training uncompiled",
+            print(f"torch.compile failed ({type(error).__name__}: {str(error)[:300]}); training uncompiled",
                   flush=True)
             step_loss = batch_loss
-            opt.zero_grad(set_to_none=True)
-            if aux_opt:
-                aux_opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                lm_loss, aux_loss = step_loss(model, aux, batch)
-                loss = lm_loss + args.aux_weight * aux_loss
-            loss.backward()
+            del marks[2:]
+            lm_loss, aux_loss = forward_backward(step_loss)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if aux_opt:
-            aux_opt.step()
+        for o in optimisers:
+            o.step()
         if timing:
             sync()
             marks.append(time.time())
