@@ -290,6 +290,20 @@ class Store:
             if self.poll_once() == 0:
                 time.sleep(1.0)
 
+    def start_watching(self):
+        self.watcher = threading.Thread(target=self.watch, daemon=True)
+        self.watcher.start()
+
+    def stop_watching(self):
+        """Ends the watcher before anything else is torn down: a thread still copying a shard to the device while
+        the interpreter exits can abort the process (seen on the CPU: "terminate called without an active
+        exception", rc 134)."""
+        self.stop = True
+        self.watcher.join()
+
+    def close(self):
+        self.pool.terminate()
+
     def sample(self, images: int, per_image: int, gen: torch.Generator):
         """Row indices into the example tensors: `per_image` different examples (tasks) of each of `images` images
         drawn uniformly from those loaded (the vision tower then runs once per image for several rows), and for each
@@ -479,7 +493,7 @@ def pretrain_vision(args, model, aux, store: Store, heldout: list[dict], gen, ck
             print(f"stage 1 step {step} aux loss {np.mean(losses[-30:]):.4f} lr {lr:.2e} images {store.count} "
                   f"run {time.time() - start:.0f}s", flush=True)
             last_log = time.time()
-    store.stop = True
+    store.stop_watching()
     torch.save({"model": model.state_dict(), "aux": aux.state_dict(), "opt": opt.state_dict(), "step": step},
                ckpt / "vision_state.pt")
     torch.save({"model": model.state_dict(), "aux": aux.state_dict(), "step": 0, "trained_s": 0.0,
@@ -487,7 +501,7 @@ def pretrain_vision(args, model, aux, store: Store, heldout: list[dict], gen, ck
     print(f"stage 1 saved after {step} steps ({step * args.batch} images)", flush=True)
     if heldout:
         print("held-out cells:", json.dumps(cell_accuracy(model, aux, heldout, device)), flush=True)
-    store.pool.terminate()
+    store.close()
     return 0
 
 
@@ -579,8 +593,7 @@ def main(argv: list[str]) -> int:
     store = Store(args.capacity, device, tokenizer, [args.data])
     store.poll_once(max_shards=3)
     check_prompt_layout(processor, store)
-    watcher = threading.Thread(target=store.watch, daemon=True)
-    watcher.start()
+    store.start_watching()
 
     heldout = []
     if args.heldout:
@@ -658,7 +671,7 @@ def main(argv: list[str]) -> int:
                   f"ms per step: data {ms[0]:.0f} forward {ms[1]:.0f} backward+step {ms[2]:.0f}", flush=True)
             last_log = now
     state["trained_s"] += time.time() - run_start
-    store.stop = True
+    store.stop_watching()
     extra = {"aux": aux.state_dict(), "aux_opt": aux_opt.state_dict()} if aux else {}
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), **extra, **state}, ckpt / "train_state.pt")
     model.save_pretrained(str(ckpt / "hf"), safe_serialization=True)
@@ -670,7 +683,7 @@ def main(argv: list[str]) -> int:
             print("held-out cells:", json.dumps(cell_accuracy(model, aux, heldout, device)), flush=True)
         scores = quick_eval(model, store, heldout, processor, device)
         print("held-out exact-answer rate (greedy):", json.dumps(scores), flush=True)
-    store.pool.terminate()
+    store.close()
     return 0
 
 
