@@ -565,15 +565,19 @@ def main(argv: list[str]) -> int:
         tokenizer = processor.tokenizer
     print(f"tokenizer: {len(tokenizer)} tokens; first shard after {time.time() - started:.1f}s", flush=True)
 
+    saved = None
+    if args.resume and (ckpt / "train_state.pt").exists():
+        saved = torch.load(ckpt / "train_state.pt", map_location=device)
+    elif args.resume:
+        print(f"--resume: no train_state.pt in {ckpt}, so training starts from fresh weights", flush=True)
     model = make_model(tokenizer)
-    if not args.resume:
+    if saved is None:  # only fresh weights get the initialisation; resumed ones are overwritten below
         init_loc_embeddings(model, tokenizer)
         init_image_positions(model)
     model = model.to(device)
     state = {"step": 0, "trained_s": 0.0}
     opt = adamw(model.parameters(), args, device)
-    if args.resume and (ckpt / "train_state.pt").exists():
-        saved = torch.load(ckpt / "train_state.pt", map_location=device)
+    if saved is not None:
         model.load_state_dict(saved["model"])
         if "opt" in saved:
             opt.load_state_dict(saved["opt"])
@@ -583,7 +587,7 @@ def main(argv: list[str]) -> int:
     if args.aux_weight > 0:
         aux = AuxHead(model.config.text_config.d_model).to(device)
         aux_opt = adamw(aux.parameters(), args, device)  # its own, so checkpoints without a head still resume
-        if args.resume and (ckpt / "train_state.pt").exists() and "aux" in saved:
+        if saved is not None and "aux" in saved:
             aux.load_state_dict(saved["aux"])
             if "aux_opt" in saved:
                 aux_opt.load_state_dict(saved["aux_opt"])
