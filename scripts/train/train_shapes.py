@@ -19,11 +19,15 @@ The recipe (scripts/train/README.md has the whole procedure and the times it too
   - optimisation: fused AdamW (0.9, 0.98), weight decay 0.01, peak LR 1e-3 after 300 warm-up steps, cosine to 5 % over
     the planned --total-seconds of training (the schedule follows training time so it spans resumed runs),
     batch 256 rows: 64 images drawn uniformly from those loaded so far, 4 of each image's examples (different tasks)
-    per image, its features computed once (batch_loss); bf16 autocast, gradient clip 1.0, seed 1234; the loss
-    compiled with torch.compile (--no-compile for eager; a compiler fault falls back to eager).
+    per image, its features computed once (batch_loss); bf16 autocast, gradient clip 1.0, seed 1234; the step
+    runs eager (--compile to try torch.compile: a compiler fault falls back to eager, but on a fresh H100 the
+    compile took 175 s for a step barely faster).
+  - run length: --seconds of training, cut short at --deadline (a Unix time) so that a device call always ends with
+    a saved, exported model; train_state.pt is also saved every --save-every seconds.
   - auxiliary loss (training only, never exported; --aux-weight 1): a linear head on each grid cell's projected image
     feature predicts the colour, shape and word of the object there and its box edges (AuxHead, cell_targets).
-    Optional stage 1 (--vision-only): the vision tower and projector learn from it alone before the full training.
+    Optional stage 1 (--vision-only): the vision tower and projector learn from it alone before the full training;
+    optional --freeze-vision afterwards: the language model learns on each image's cached features.
 Checkpoints (--ckpt): train_state.pt (weights, optimiser, step, seconds trained) plus the tokenizer and
 processor; --resume continues from them.
 """
@@ -223,6 +227,8 @@ class Store:
         self.cell_shape = torch.zeros((capacity, CELLS * CELLS), dtype=torch.int8, device=device)
         self.cell_word = torch.zeros((capacity, CELLS * CELLS), dtype=torch.int8, device=device)
         self.cell_box = torch.zeros((capacity, CELLS * CELLS, 4), dtype=torch.float16, device=device)
+        self.features = None  # --freeze-vision: each image's projected features, computed once (fill_features)
+        self.filled = 0
         self.count = 0
         self.n_examples = 0
         self.skipped = 0
@@ -309,7 +315,7 @@ class Store:
         drawn uniformly from those loaded (the vision tower then runs once per image for several rows), and for each
         row the index of its image within the batch."""
         with self.lock:
-            count = self.count
+            count = self.count if self.features is None else self.filled
         picked = torch.randint(0, count, (images,), device=self.device, generator=gen)
         n = self.ex_count[picked]
         keys = torch.rand((images, EXAMPLES_MAX), device=self.device, generator=gen)
@@ -320,6 +326,28 @@ class Store:
         return picked, rows, row_image
 
 
+    @torch.no_grad()
+    def fill_features(self, model, chunk: int) -> int:
+        """--freeze-vision: the frozen vision tower and projector run once per image, `chunk` images a call, as
+        the images arrive; sample() then draws only images whose features are ready. Returns how many are."""
+        with self.lock:
+            count = self.count
+        if self.features is None:
+            d = model.config.text_config.d_model
+            self.features = torch.empty((self.images.shape[0], IMAGE_TOKENS, d), dtype=torch.bfloat16,
+                                        device=self.device)
+        end = min(count, self.filled + chunk)
+        if end > self.filled:
+            was = model.training
+            model.eval()
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                self.features[self.filled:end] = florence_export.image_features(
+                    model, pixels(self.images[self.filled:end])).to(torch.bfloat16)
+            model.train(was)
+            self.filled = end
+        return self.filled
+
+
 def pixels(images: torch.Tensor) -> torch.Tensor:
     """uint8 N x H x W x 3 to the processor's normalised N x 3 x H x W."""
     device = images.device
@@ -328,14 +356,17 @@ def pixels(images: torch.Tensor) -> torch.Tensor:
 
 def collate(store: Store, picked, rows, row_image, image_token_id: int):
     device = store.device
-    pixel_values = pixels(store.images[picked])
+    if store.features is not None:
+        image = dict(features=store.features[picked])
+    else:
+        image = dict(pixel_values=pixels(store.images[picked]))
     prompts = store.prompts[rows].long()
     labels = store.targets[rows].long()
     input_ids = torch.cat([torch.full((len(rows), IMAGE_TOKENS), image_token_id, dtype=torch.long, device=device),
                            prompts], dim=1)
     decoder_input_ids = torch.cat([torch.full((len(rows), 1), EOS, dtype=torch.long, device=device),
                                    labels[:, :-1].masked_fill(labels[:, :-1] == -100, PAD)], dim=1)
-    return dict(pixel_values=pixel_values, row_image=row_image, input_ids=input_ids,
+    return dict(**image, row_image=row_image, input_ids=input_ids,
                 attention_mask=(input_ids != PAD).long(), decoder_input_ids=decoder_input_ids, labels=labels,
                 **cell_batch(store, picked))
 
@@ -350,7 +381,10 @@ def batch_loss(model, aux, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     row that asks about that image: exactly what the model's forward does with pixel_values (the image features
     replace the <image> placeholders of the input embeddings), without running the vision tower per row; and the
     auxiliary head's loss on the same features (zero without a head)."""
-    per_image = florence_export.image_features(model, batch["pixel_values"])
+    if "features" in batch:  # --freeze-vision: computed once per image by Store.fill_features
+        per_image = batch["features"]
+    else:
+        per_image = florence_export.image_features(model, batch["pixel_values"])
     features = per_image[batch["row_image"]]
     embeds = model.get_input_embeddings()(batch["input_ids"])
     mask = (batch["input_ids"] == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
@@ -453,6 +487,10 @@ def cell_accuracy(model, aux, records: list[dict], device) -> dict:
     return {"colour": hits[0] / n, "shape": hits[1] / n, "word": hits[2] / n, "box_error_bins": box_error / n}
 
 
+def past(deadline: float) -> bool:
+    return deadline > 0 and time.time() >= deadline
+
+
 def pretrain_vision(args, model, aux, store: Store, heldout: list[dict], gen, ckpt: Path, device) -> int:
     """--vision-only (stage 1): the vision tower and projector, with the auxiliary head, learn what is where; the
     language model is not touched. Saves the whole model (text side as initialised) at step 0 for the full training
@@ -471,7 +509,7 @@ def pretrain_vision(args, model, aux, store: Store, heldout: list[dict], gen, ck
     start = last_log = time.time()
     losses = []
     step = done
-    while time.time() - start < args.seconds:
+    while time.time() - start < args.seconds and not past(args.deadline):
         progress = min(1.0, (time.time() - start) / args.seconds)
         lr = learning_rate(args, step, progress)
         for g in opt.param_groups:
@@ -514,11 +552,16 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--ckpt", required=True)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--seconds", type=float, required=True, help="train this long in this run")
+    ap.add_argument("--deadline", type=float, default=0.0, help="Unix time at which training stops whatever "
+                    "--seconds says (remote_train.sh sets it so that saving and exporting end inside the device call)")
+    ap.add_argument("--save-every", type=float, default=90.0, help="also save train_state.pt every this many "
+                    "seconds of training, so that a run cut short still leaves a checkpoint")
     ap.add_argument("--total-seconds", type=float, default=960.0, help="planned training time over all runs")
     ap.add_argument("--batch", type=int, default=256, help="rows (examples) per step")
     ap.add_argument("--per-image", type=int, default=4, help="examples (different tasks) per image in a step")
-    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                    help="torch.compile the loss, forward and backward (on by default; falls back to eager on error)")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                    help="torch.compile the loss, forward and backward (falls back to eager on error). Off by default: "
+                    "on a fresh H100 the first step took 175 s to compile, for a step barely faster than eager")
     ap.add_argument("--compile-mode", default="default", help="torch.compile mode: default, reduce-overhead (CUDA "
                     "graphs), max-autotune-no-cudagraphs")
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -526,6 +569,9 @@ def main(argv: list[str]) -> int:
                     "training only); 0 turns it off")
     ap.add_argument("--vision-only", action="store_true", help="stage 1: train only the vision tower and projector "
                     "with the auxiliary loss, then save a checkpoint for the full training to resume from")
+    ap.add_argument("--freeze-vision", action="store_true", help="stage 2 with the vision tower and projector "
+                    "frozen (after stage 1): each image's features are computed once and cached, so a step runs only "
+                    "the language model; the auxiliary head is not trained")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--capacity", type=int, default=120_000)
     ap.add_argument("--seed", type=int, default=1234)
@@ -576,11 +622,17 @@ def main(argv: list[str]) -> int:
         init_image_positions(model)
     model = model.to(device)
     state = {"step": 0, "trained_s": 0.0}
-    opt = adamw(model.parameters(), args, device)
+    if args.freeze_vision:
+        model.model.vision_tower.requires_grad_(False)
+        model.model.multi_modal_projector.requires_grad_(False)
+    opt = adamw([p for p in model.parameters() if p.requires_grad], args, device)
     if saved is not None:
         model.load_state_dict(saved["model"])
-        if "opt" in saved:
-            opt.load_state_dict(saved["opt"])
+        try:
+            if "opt" in saved:
+                opt.load_state_dict(saved["opt"])
+        except ValueError:  # saved with another set of trainable parameters (--freeze-vision changed)
+            print("optimiser state not resumed: the trainable parameters differ from the checkpoint's", flush=True)
         state = {"step": saved["step"], "trained_s": saved["trained_s"]}
         print(f"resumed at step {state['step']}, {state['trained_s']:.0f}s trained", flush=True)
     aux = aux_opt = None
@@ -591,6 +643,7 @@ def main(argv: list[str]) -> int:
             aux.load_state_dict(saved["aux"])
             if "aux_opt" in saved:
                 aux_opt.load_state_dict(saved["aux_opt"])
+    trained_aux = None if args.freeze_vision else aux  # frozen features: the head only reports held-out cells
     params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {params / 1e6:.2f} M", flush=True)
 
@@ -613,15 +666,32 @@ def main(argv: list[str]) -> int:
     last_log = run_start
     losses = []
     aux_losses = []
-    optimisers = [opt] + ([aux_opt] if aux_opt else [])
+    optimisers = [opt] + ([aux_opt] if trained_aux else [])
+    images_per_step = args.batch // args.per_image
+    if args.freeze_vision:
+        while store.fill_features(model, 256) < min(store.count, 4 * images_per_step):
+            pass
+        print(f"vision frozen: features of {store.filled} images cached; the rest follow, "
+              f"{2 * images_per_step} per step", flush=True)
     parts: list[np.ndarray] = []
+    last_save = run_start
+
+    def save_state(ran: float):
+        """train_state.pt with the training time so far (run time `ran` not yet added to state)."""
+        extra = {"aux": aux.state_dict(), "aux_opt": aux_opt.state_dict()} if aux else {}
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), **extra, "step": state["step"],
+                    "trained_s": state["trained_s"] + ran}, ckpt / "train_state.pt")
+
     # every batch has the same shapes (fixed rows, PROMPT_MAX, TARGET_MAX), so a compiled step compiles once
     step_loss = torch.compile(batch_loss, dynamic=False, mode=args.compile_mode) if args.compile else batch_loss
     while True:
         now = time.time()
         ran = now - run_start
-        if ran >= args.seconds:
+        if ran >= args.seconds or past(args.deadline):
             break
+        if now - last_save > args.save_every:
+            save_state(ran)
+            last_save = now
         progress = min(1.0, (state["trained_s"] + ran) / args.total_seconds)
         lr = learning_rate(args, state["step"], progress)
         for o in optimisers:
@@ -629,14 +699,16 @@ def main(argv: list[str]) -> int:
                 g["lr"] = lr
         timing = state["step"] % 50 == 0  # every 50th step is synchronised and timed part by part
         marks = [time.time()]
-        batch = collate(store, *store.sample(args.batch // args.per_image, args.per_image, gen),
+        if args.freeze_vision:
+            store.fill_features(model, 2 * images_per_step)
+        batch = collate(store, *store.sample(images_per_step, args.per_image, gen),
                         tokenizer.image_token_id)
         if timing:
             sync()
             marks.append(time.time())
         def forward_backward(fn):
             with torch.autocast(device.type, dtype=torch.bfloat16):
-                lm, extra = fn(model, aux, batch)
+                lm, extra = fn(model, trained_aux, batch)
             if timing:
                 sync()
                 marks.append(time.time())
@@ -674,10 +746,9 @@ def main(argv: list[str]) -> int:
                   f"{store.n_examples} (skipped {store.skipped}) run {ran:.0f}s total {state['trained_s'] + ran:.0f}s; "
                   f"ms per step: data {ms[0]:.0f} forward {ms[1]:.0f} backward+step {ms[2]:.0f}", flush=True)
             last_log = now
+    save_state(time.time() - run_start)
     state["trained_s"] += time.time() - run_start
     store.stop_watching()
-    extra = {"aux": aux.state_dict(), "aux_opt": aux_opt.state_dict()} if aux else {}
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), **extra, **state}, ckpt / "train_state.pt")
     model.save_pretrained(str(ckpt / "hf"), safe_serialization=True)
     processor.save_pretrained(str(ckpt / "hf"))
     print(f"saved step {state['step']} after {state['trained_s']:.0f}s of training "
