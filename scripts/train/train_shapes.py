@@ -325,7 +325,6 @@ class Store:
         row_image = torch.arange(images, device=self.device).repeat_interleave(per_image)
         return picked, rows, row_image
 
-
     @torch.no_grad()
     def fill_features(self, model, chunk: int) -> int:
         """--freeze-vision: the frozen vision tower and projector run once per image, `chunk` images a call, as
@@ -662,17 +661,17 @@ def main(argv: list[str]) -> int:
     if args.vision_only:
         return pretrain_vision(args, model, aux, store, heldout, gen, ckpt, device)
     model.train()
-    run_start = time.time()
-    last_log = run_start
     losses = []
     aux_losses = []
     optimisers = [opt] + ([aux_opt] if trained_aux else [])
     images_per_step = args.batch // args.per_image
-    if args.freeze_vision:
-        while store.fill_features(model, 256) < min(store.count, 4 * images_per_step):
+    if args.freeze_vision:  # enough cached features for the first steps; the rest follow, a chunk per step
+        while store.fill_features(model, 2 * images_per_step) < min(store.count, 4 * images_per_step):
             pass
         print(f"vision frozen: features of {store.filled} images cached; the rest follow, "
               f"{2 * images_per_step} per step", flush=True)
+    run_start = time.time()
+    last_log = run_start
     parts: list[np.ndarray] = []
     last_save = run_start
 
@@ -746,8 +745,9 @@ def main(argv: list[str]) -> int:
                   f"{store.n_examples} (skipped {store.skipped}) run {ran:.0f}s total {state['trained_s'] + ran:.0f}s; "
                   f"ms per step: data {ms[0]:.0f} forward {ms[1]:.0f} backward+step {ms[2]:.0f}", flush=True)
             last_log = now
-    save_state(time.time() - run_start)
-    state["trained_s"] += time.time() - run_start
+    ran = time.time() - run_start
+    save_state(ran)
+    state["trained_s"] += ran
     store.stop_watching()
     model.save_pretrained(str(ckpt / "hf"), safe_serialization=True)
     processor.save_pretrained(str(ckpt / "hf"))
