@@ -370,6 +370,17 @@ def collate(store: Store, picked, rows, row_image, image_token_id: int):
                 **cell_batch(store, picked))
 
 
+def trim_padding(batch: dict) -> dict:
+    """Cuts the batch's prompts and answers to its longest row (eager steps only: a compiled step needs fixed
+    shapes). Answers average 16 tokens against TARGET_MAX's 128, so the decoder's work halves; the loss is the same,
+    since the cut positions are padding the encoder masks out and the decoder's labels ignore (-100)."""
+    answer = int((batch["labels"] != -100).sum(1).max())
+    prompt = int((batch["input_ids"] != PAD).sum(1).max())
+    cut = dict(labels=batch["labels"][:, :answer].contiguous(), decoder_input_ids=batch["decoder_input_ids"][:, :answer],
+               input_ids=batch["input_ids"][:, :prompt], attention_mask=batch["attention_mask"][:, :prompt])
+    return {**batch, **cut}
+
+
 def cell_batch(store: Store, picked) -> dict:
     return dict(cell_colour=store.cell_colour[picked].long(), cell_shape=store.cell_shape[picked].long(),
                 cell_word=store.cell_word[picked].long(), cell_box=store.cell_box[picked].float())
@@ -702,6 +713,8 @@ def main(argv: list[str]) -> int:
             store.fill_features(model, 2 * images_per_step)
         batch = collate(store, *store.sample(images_per_step, args.per_image, gen),
                         tokenizer.image_token_id)
+        if step_loss is batch_loss:
+            batch = trim_padding(batch)
         if timing:
             sync()
             marks.append(time.time())
