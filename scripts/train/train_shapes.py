@@ -15,7 +15,7 @@ The recipe (scripts/train/README.md has the whole procedure and the times it too
     (init_loc_embeddings), so neighbouring bins start alike, and the projector's row and column position embeddings
     start as sinusoids of the cell's centre in the same bins (init_image_positions).
   - data on the GPU: images as uint8, examples as int16 padded to PROMPT_MAX / TARGET_MAX tokens (fixed shapes), a
-    batch gathered by index (Store.sample, collate).
+    batch gathered by index (Store.sample, collate); an eager step cuts the batch to its longest row (trim_padding).
   - optimisation: fused AdamW (0.9, 0.98), weight decay 0.01, peak LR 1e-3 after 300 warm-up steps, cosine to 5 % over
     the planned --total-seconds of training (the schedule follows training time so it spans resumed runs),
     batch 256 rows: 64 images drawn uniformly from those loaded so far, 4 of each image's examples (different tasks)
@@ -27,7 +27,8 @@ The recipe (scripts/train/README.md has the whole procedure and the times it too
   - auxiliary loss (training only, never exported; --aux-weight 1): a linear head on each grid cell's projected image
     feature predicts the colour, shape and word of the object there and its box edges (AuxHead, cell_targets).
     Optional stage 1 (--vision-only): the vision tower and projector learn from it alone before the full training;
-    optional --freeze-vision afterwards: the language model learns on each image's cached features.
+    optional --freeze-vision afterwards: the language model learns on each image's cached features (kept between
+    runs with --feature-cache).
 Checkpoints (--ckpt): train_state.pt (weights, optimiser, step, seconds trained) plus the tokenizer and
 processor; --resume continues from them.
 """
