@@ -17,7 +17,7 @@ else
   echo "$from holds neither model.tar.xz.part-* nor florence-2-shapes/ with shapes-reference/" >&2
   exit 1
 fi
-[ -f "$work/florence-2-shapes/world.json" ] || { echo "no florence-2-shapes/world.json in the parts" >&2; exit 1; }
+[ -f "$work/florence-2-shapes/world.json" ] || { echo "no florence-2-shapes/world.json in $from" >&2; exit 1; }
 big=$(find "$work/florence-2-shapes" -type f -size +15999999c)
 [ -z "$big" ] || { echo "files of 16 MB or more: $big" >&2; exit 1; }
 total=$(du -sb "$work/florence-2-shapes" | cut -f1)

@@ -362,7 +362,6 @@ class Store:
             self.filled = end
         return self.filled
 
-
     def load_feature_cache(self, path: Path, digest: str) -> int:
         """--feature-cache: features an earlier run computed with the same frozen vision weights (`digest`), by
         image file; fill_features copies them instead of running the vision tower (about 0.13 s an image on a
@@ -423,7 +422,8 @@ def trim_padding(batch: dict) -> dict:
     since the cut positions are padding the encoder masks out and the decoder's labels ignore (-100)."""
     answer = int((batch["labels"] != -100).sum(1).max())
     prompt = int((batch["input_ids"] != PAD).sum(1).max())
-    cut = dict(labels=batch["labels"][:, :answer].contiguous(), decoder_input_ids=batch["decoder_input_ids"][:, :answer],
+    cut = dict(labels=batch["labels"][:, :answer].contiguous(),
+               decoder_input_ids=batch["decoder_input_ids"][:, :answer],
                input_ids=batch["input_ids"][:, :prompt], attention_mask=batch["attention_mask"][:, :prompt])
     return {**batch, **cut}
 
@@ -536,12 +536,13 @@ def cell_accuracy(model, aux, records: list[dict], device) -> dict:
         for j, r in enumerate(chunk):
             colour, shape, word, box = cell_targets(r["truth"])
             on = colour > 0
+            on_word = word > 0
             guesses = [head(cells[j]).argmax(-1) for head in (aux.colour, aux.shape, aux.word)]
             for k, (guess, truth) in enumerate(zip(guesses, (colour, shape, word))):
-                where = on if k < 2 else word > 0
+                where = on if k < 2 else on_word
                 hits[k] += (guess.cpu().numpy()[where] == truth[where]).sum()
             occupied += on.sum()
-            word_cells += (word > 0).sum()
+            word_cells += on_word.sum()
             box_error += np.abs(aux.box(cells[j]).cpu().numpy()[on] - box[on].astype(np.float32)).sum() * 1000 / 4
     model.train()
     n = max(occupied, 1)
@@ -634,8 +635,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--freeze-vision", action="store_true", help="stage 2 with the vision tower and projector "
                     "frozen (after stage 1): each image's features are computed once and cached, so a step runs only "
                     "the language model; the auxiliary head is not trained")
-    ap.add_argument("--feature-cache", help="with --freeze-vision: a file of image features kept between runs (by image "
-                    "file, valid only for the same vision weights); read at the start, rewritten at the end")
+    ap.add_argument("--feature-cache", help="with --freeze-vision: a file of image features kept between runs (by "
+                    "image file, valid only for the same vision weights); read at the start, rewritten at the end")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--capacity", type=int, default=120_000)
     ap.add_argument("--seed", type=int, default=1234)
